@@ -1,0 +1,89 @@
+# Quire: build, check, run, bench, fuzz.
+#
+#   make            build bin/quire and the tools
+#   make run        set up a private PostgreSQL under var/ and run a demo
+#   make check      every test (units and integration) on a private cluster
+#   make check SANITIZE=1   the same under AddressSanitizer and UBSan
+#   make bench      the benchmark table
+#   make fuzz       each libFuzzer target for FUZZ_SECONDS
+
+CC	?= cc
+PKGS	 = libevent libpq
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS	?= -O2 -g
+CFLAGS	+= -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Iengine $(PKG_CFLAGS)
+LDLIBS	 = $(PKG_LIBS)
+
+ifeq ($(SANITIZE),1)
+BUILD	 = build-san
+CFLAGS	+= -fsanitize=address,undefined -fno-omit-frame-pointer \
+	   -fno-sanitize-recover=undefined
+LDFLAGS	+= -fsanitize=address,undefined
+else
+BUILD	 = build
+endif
+BIN	 = $(BUILD)/bin
+
+ENGINE_SRC  = $(filter-out engine/main.c,$(wildcard engine/*.c))
+ENGINE_OBJ  = $(ENGINE_SRC:engine/%.c=$(BUILD)/engine/%.o)
+UNIT_SRC    = $(wildcard tests/unit/test_*.c)
+UNIT_BIN    = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+TOOL_SRC    = $(wildcard tools/*.c)
+TOOL_BIN    = $(TOOL_SRC:tools/%.c=$(BIN)/%)
+FUZZ_SRC    = $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN    = $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
+FUZZ_SECONDS ?= 60
+
+.PHONY: all units tools check check-units run bench fuzz clean deps
+all: $(BIN)/quire $(TOOL_BIN)
+units: $(UNIT_BIN)
+tools: $(TOOL_BIN)
+
+$(BUILD)/engine/%.o: engine/%.c engine/*.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/libquire.a: $(ENGINE_OBJ)
+	@mkdir -p $(@D)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN)/quire: $(BUILD)/engine/main.o $(BUILD)/libquire.a
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BIN)/%: tools/%.c $(BUILD)/libquire.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libquire.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libquire.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libquire.a \
+	    $(LDLIBS) -lcmocka
+
+check-units: $(UNIT_BIN)
+	@tools/run-units $(UNIT_BIN)
+
+check: all units
+	@tools/check $(BUILD)
+
+run: all
+	@tools/run-demo $(BUILD)
+
+bench: all
+	@tools/bench $(BUILD)
+
+deps:
+	@tools/deps
+
+FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -Iengine $(PKG_CFLAGS) \
+	-fsanitize=fuzzer,address,undefined
+build-fuzz/%: tests/fuzz/%.c $(ENGINE_SRC) engine/*.h
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(ENGINE_SRC) $(LDLIBS)
+
+fuzz: $(FUZZ_BIN)
+	@tools/fuzz $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+clean:
+	rm -rf build build-san build-fuzz

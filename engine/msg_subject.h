@@ -1,0 +1,24 @@
+/*
+ * msg_subject: the list's subject prefix, as Mailman 3 applies it.
+ */
+#ifndef QUIRE_MSG_SUBJECT_H
+#define QUIRE_MSG_SUBJECT_H
+
+#include <stddef.h>
+
+/*
+ * Given the raw (unfolded, undecoded) Subject value or NULL, the list's
+ * prefix (UTF-8, may contain %d or %05d-style for the post number) and the
+ * post number, return the new Subject value, ready to write after
+ * "Subject: " (RFC 2047-encoded if not ASCII, folded with `eol').
+ *
+ * Every occurrence of the prefix is removed (any number where %d stands),
+ * a leading run of reply markers (Re, Aw, Sv, Vs, each optionally with
+ * [n], each followed by ':') becomes one "Re: " after the prefix, and an
+ * empty subject becomes "(no subject)".  `stripped', if not NULL, gets the
+ * subject without prefix (UTF-8, malloc'd).  malloc'd; NULL on ENOMEM.
+ */
+char	*msg_subject_prefix(const char *raw, const char *prefix,
+	    long post_number, const char *eol, char **stripped);
+
+#endif
