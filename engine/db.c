@@ -1,0 +1,787 @@
+/*
+ * db: libpq behind a small interface; see db.h.
+ *
+ * Connection parameters: the caller's conninfo (any form libpq takes,
+ * including multi-host "host=a,b target_session_attrs=read-write") is
+ * expanded after Quire's defaults, so anything it names wins.  The
+ * defaults keep a dead peer from holding a runner for long: TCP
+ * keepalives after 10 s idle, probes every 5 s, and a connect timeout.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <libpq-fe.h>
+
+#include "db.h"
+#include "log.h"
+
+enum db_state {
+	DB_DOWN,
+	DB_CONNECTING,
+	DB_READY
+};
+
+struct db_req {
+	struct db_req	*next;
+	char		*sql;
+	struct db_params params;
+	char		*buf[16];	/* owned copies of the values */
+	int		 result_format;
+	db_result_fn	 cb;
+	void		*arg;
+};
+
+struct db_res {
+	PGresult	*pg;
+};
+
+struct db {
+	PGconn		*conn;
+	char		*conninfo;
+	char		*appname;
+	char		 error[512];
+	char		 sqlstate[6];
+	char		*channels[16];	/* LISTENed, for the notify mask */
+	int		 nchannels;
+
+	/* asynchronous connections only */
+	struct event_base *base;
+	enum db_state	 state;
+	struct event	*ev_read;
+	struct event	*ev_write;
+	struct event	*ev_timer;	/* reconnect or commit timeout */
+	struct db_req	*head, *tail, *inflight;
+	PGresult	*pending;	/* result of the inflight request */
+	int		 sync_warning;	/* commit not confirmed by standby */
+	int		 commit_timeout;
+	int		 backoff_ms;
+};
+
+static void	db_async_connect(struct db *);
+static void	db_async_pump(struct db *);
+
+void
+db_params_init(struct db_params *p)
+{
+	memset(p, 0, sizeof(*p));
+}
+
+void
+db_param_text(struct db_params *p, const char *v)
+{
+	p->values[p->n] = v;
+	p->lengths[p->n] = 0;
+	p->formats[p->n] = 0;
+	p->n++;
+}
+
+void
+db_param_bytes(struct db_params *p, const void *v, size_t len)
+{
+	p->values[p->n] = v;
+	p->lengths[p->n] = (int)len;
+	p->formats[p->n] = 1;
+	p->n++;
+}
+
+void
+db_param_int(struct db_params *p, char buf[24], long long v)
+{
+	snprintf(buf, 24, "%lld", v);
+	db_param_text(p, buf);
+}
+
+static void
+db_set_error(struct db *db, const char *msg, const PGresult *res)
+{
+	const char	*state = NULL;
+	size_t		 n;
+
+	snprintf(db->error, sizeof(db->error), "%s", msg ? msg : "error");
+	n = strlen(db->error);
+	while (n > 0 && (db->error[n - 1] == '\n' || db->error[n - 1] == ' '))
+		db->error[--n] = '\0';
+	for (char *c = db->error; *c; c++)
+		if (*c == '\n' || *c == '\t')
+			*c = ' ';
+	if (res != NULL)
+		state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	snprintf(db->sqlstate, sizeof(db->sqlstate), "%s",
+	    state ? state : "");
+}
+
+/* libpq reports notices through this; the one that matters is the warning
+ * that a wait for synchronous replication was cancelled, after which the
+ * commit is local only and must not be acknowledged. */
+static void
+db_notice(void *arg, const PGresult *res)
+{
+	struct db	*db = arg;
+	const char	*msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+	if (msg != NULL && strstr(msg, "synchronous replication") != NULL) {
+		db->sync_warning = 1;
+		log_warn("db_sync_commit_unconfirmed", "reason=%s", log_q(msg));
+	} else if (msg != NULL)
+		log_debug("db_notice", "text=%s", log_q(msg));
+}
+
+static PGconn *
+db_start(const char *conninfo, const char *appname, int async)
+{
+	const char *keys[] = {
+		"connect_timeout", "keepalives", "keepalives_idle",
+		"keepalives_interval", "keepalives_count", "dbname",
+		"application_name", NULL
+	};
+	const char *vals[] = {
+		"5", "1", "10", "5", "3",
+		conninfo != NULL && *conninfo != '\0' ? conninfo : NULL,
+		appname, NULL
+	};
+
+	/* A NULL value ends the arrays early, so drop an empty dbname. */
+	if (vals[5] == NULL) {
+		keys[5] = "application_name";
+		vals[5] = appname;
+		keys[6] = NULL;
+	}
+	if (async)
+		return PQconnectStartParams(keys, vals, 1);
+	return PQconnectdbParams(keys, vals, 1);
+}
+
+/* Settings for every session: a runner that hangs inside a transaction
+ * must not keep its rows locked for ever. */
+static int
+db_session_setup(struct db *db)
+{
+	return db_cmd(db, "SELECT pg_catalog.set_config("
+	    "'idle_in_transaction_session_timeout', '60s', false)", NULL);
+}
+
+struct db *
+db_connect(const char *conninfo, const char *appname)
+{
+	struct db	*db;
+
+	if ((db = calloc(1, sizeof(*db))) == NULL)
+		return NULL;
+	db->conn = db_start(conninfo, appname, 0);
+	if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK) {
+		db_set_error(db, db->conn ? PQerrorMessage(db->conn) :
+		    "out of memory", NULL);
+		log_warn("db_connect_failed", "reason=%s", log_q(db->error));
+		db_close(db);
+		return NULL;
+	}
+	PQsetNoticeReceiver(db->conn, db_notice, db);
+	if (db_session_setup(db) == -1) {
+		log_warn("db_connect_failed", "reason=%s", log_q(db->error));
+		db_close(db);
+		return NULL;
+	}
+	log_debug("db_connected", "app=%s", log_q(appname));
+	return db;
+}
+
+struct db *
+db_connect_retry(const char *conninfo, const char *appname,
+    volatile int *stop)
+{
+	struct db	*db;
+	useconds_t	 wait = 100000;
+
+	while ((db = db_connect(conninfo, appname)) == NULL) {
+		if (stop != NULL && *stop)
+			return NULL;
+		usleep(wait);
+		if (wait < 5000000)
+			wait *= 2;
+	}
+	return db;
+}
+
+void
+db_close(struct db *db)
+{
+	if (db == NULL)
+		return;
+	if (db->conn != NULL)
+		PQfinish(db->conn);
+	for (int i = 0; i < db->nchannels; i++)
+		free(db->channels[i]);
+	free(db->conninfo);
+	free(db->appname);
+	free(db);
+}
+
+int
+db_ok(struct db *db)
+{
+	return db != NULL && db->conn != NULL &&
+	    PQstatus(db->conn) == CONNECTION_OK;
+}
+
+const char *
+db_error(struct db *db)
+{
+	return db->error;
+}
+
+const char *
+db_sqlstate(struct db *db)
+{
+	return db->sqlstate;
+}
+
+int
+db_socket(struct db *db)
+{
+	return db->conn ? PQsocket(db->conn) : -1;
+}
+
+static int
+db_result_ok(PGresult *res)
+{
+	ExecStatusType	 st = PQresultStatus(res);
+
+	return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+struct db_res *
+db_exec(struct db *db, const char *sql, const struct db_params *p,
+    int result_format)
+{
+	PGresult	*res;
+	struct db_res	*r;
+
+	db->sync_warning = 0;
+	res = PQexecParams(db->conn, sql, p ? p->n : 0, NULL,
+	    p ? p->values : NULL, p ? p->lengths : NULL,
+	    p ? p->formats : NULL, result_format);
+	if (res == NULL || !db_result_ok(res)) {
+		db_set_error(db, res ? PQresultErrorMessage(res) :
+		    PQerrorMessage(db->conn), res);
+		if (res != NULL && *db->error == '\0')
+			db_set_error(db, PQerrorMessage(db->conn), res);
+		PQclear(res);
+		return NULL;
+	}
+	if (db->sync_warning) {
+		db_set_error(db, "commit not confirmed by the synchronous "
+		    "standby", NULL);
+		PQclear(res);
+		return NULL;
+	}
+	if ((r = malloc(sizeof(*r))) == NULL) {
+		PQclear(res);
+		db_set_error(db, "out of memory", NULL);
+		return NULL;
+	}
+	r->pg = res;
+	return r;
+}
+
+int
+db_cmd(struct db *db, const char *sql, const struct db_params *p)
+{
+	struct db_res	*r = db_exec(db, sql, p, DB_TEXT);
+
+	if (r == NULL)
+		return -1;
+	db_res_free(r);
+	return 0;
+}
+
+int
+db_res_rows(const struct db_res *r)
+{
+	return PQntuples(r->pg);
+}
+
+int
+db_res_isnull(const struct db_res *r, int row, int col)
+{
+	return PQgetisnull(r->pg, row, col);
+}
+
+const char *
+db_res_value(const struct db_res *r, int row, int col)
+{
+	return PQgetvalue(r->pg, row, col);
+}
+
+size_t
+db_res_length(const struct db_res *r, int row, int col)
+{
+	return (size_t)PQgetlength(r->pg, row, col);
+}
+
+/* Integers in binary results are big-endian of their column's width. */
+long long
+db_res_int(const struct db_res *r, int row, int col)
+{
+	const unsigned char *v;
+	int		 len;
+	unsigned long long x = 0;
+
+	if (PQgetisnull(r->pg, row, col))
+		return 0;
+	if (PQfformat(r->pg, col) == 0)
+		return strtoll(PQgetvalue(r->pg, row, col), NULL, 10);
+	v = (const unsigned char *)PQgetvalue(r->pg, row, col);
+	len = PQgetlength(r->pg, row, col);
+	for (int i = 0; i < len; i++)
+		x = (x << 8) | v[i];
+	if (len == 4)
+		return (int32_t)x;
+	if (len == 2)
+		return (int16_t)x;
+	if (len == 1)
+		return v[0];
+	return (long long)x;
+}
+
+const char *
+db_res_cmd_tuples(const struct db_res *r)
+{
+	return PQcmdTuples(r->pg);
+}
+
+void
+db_res_free(struct db_res *r)
+{
+	if (r == NULL)
+		return;
+	PQclear(r->pg);
+	free(r);
+}
+
+/* Channel names are Quire's own constants; LISTEN takes no parameters,
+ * so each name is quoted with libpq's identifier escaping. */
+int
+db_listen(struct db *db, const char *const *channels, int n)
+{
+	char		 sql[128];
+	char		*id;
+	int		 rc;
+
+	for (int i = 0; i < n; i++) {
+		id = PQescapeIdentifier(db->conn, channels[i],
+		    strlen(channels[i]));
+		if (id == NULL)
+			return -1;
+		snprintf(sql, sizeof(sql), "LISTEN %s", id);
+		PQfreemem(id);
+		rc = db_cmd(db, sql, NULL);
+		if (rc == -1)
+			return -1;
+		if (db->nchannels < 16 &&
+		    (db->channels[db->nchannels] = strdup(channels[i])) != NULL)
+			db->nchannels++;
+	}
+	return 0;
+}
+
+long
+db_notifications(struct db *db)
+{
+	PGnotify	*nt;
+	long		 mask = 0;
+
+	if (!PQconsumeInput(db->conn)) {
+		db_set_error(db, PQerrorMessage(db->conn), NULL);
+		return -1;
+	}
+	while ((nt = PQnotifies(db->conn)) != NULL) {
+		for (int i = 0; i < db->nchannels; i++)
+			if (strcmp(nt->relname, db->channels[i]) == 0)
+				mask |= 1L << i;
+		PQfreemem(nt);
+	}
+	return mask;
+}
+
+/*
+ * Asynchronous connections.
+ *
+ * One statement is in flight at a time; others wait in a FIFO.  A
+ * statement that has not finished after commit_timeout seconds is
+ * cancelled: with a synchronous standby that is away, a COMMIT would
+ * otherwise wait for ever.  The cancelled commit comes back with a
+ * warning and is reported as a failure, so the MTA is told 4xx and
+ * retries (the accept function recognises the retry).
+ */
+
+static void
+db_req_free(struct db_req *rq)
+{
+	for (int i = 0; i < rq->params.n; i++)
+		free(rq->buf[i]);
+	free(rq->sql);
+	free(rq);
+}
+
+static void
+db_req_finish(struct db_req *rq, PGresult *res, const char *err)
+{
+	struct db_res	 r = { res };
+
+	rq->cb(rq->arg, err ? NULL : &r, err);
+	db_req_free(rq);
+}
+
+/* Fail every request: the connection is gone and their outcome is, for
+ * the inflight one, unknown. */
+static void
+db_async_fail_all(struct db *db, const char *why)
+{
+	struct db_req	*rq;
+
+	if (db->inflight != NULL) {
+		rq = db->inflight;
+		db->inflight = NULL;
+		PQclear(db->pending);
+		db->pending = NULL;
+		db_req_finish(rq, NULL, why);
+	}
+	while ((rq = db->head) != NULL) {
+		db->head = rq->next;
+		db_req_finish(rq, NULL, why);
+	}
+	db->tail = NULL;
+}
+
+static void
+db_async_drop(struct db *db, const char *why)
+{
+	if (db->ev_read)
+		event_free(db->ev_read);
+	if (db->ev_write)
+		event_free(db->ev_write);
+	db->ev_read = db->ev_write = NULL;
+	if (db->conn)
+		PQfinish(db->conn);
+	db->conn = NULL;
+	db->state = DB_DOWN;
+	snprintf(db->error, sizeof(db->error), "%s", why);
+	log_warn("db_disconnected", "app=%s reason=%s", log_q(db->appname),
+	    log_q(why));
+	db_async_fail_all(db, why);
+	/* Reconnect with backoff: 100 ms doubling to 5 s. */
+	db->backoff_ms = db->backoff_ms ? db->backoff_ms * 2 : 100;
+	if (db->backoff_ms > 5000)
+		db->backoff_ms = 5000;
+	struct timeval tv = { db->backoff_ms / 1000,
+	    (db->backoff_ms % 1000) * 1000 };
+	evtimer_add(db->ev_timer, &tv);
+}
+
+static void
+db_async_on_io(evutil_socket_t fd, short what, void *arg);
+
+static void
+db_async_watch(struct db *db, int want_write)
+{
+	int fd = PQsocket(db->conn);
+
+	if (db->ev_read == NULL || event_get_fd(db->ev_read) != fd) {
+		if (db->ev_read)
+			event_free(db->ev_read);
+		if (db->ev_write)
+			event_free(db->ev_write);
+		db->ev_read = event_new(db->base, fd, EV_READ | EV_PERSIST,
+		    db_async_on_io, db);
+		db->ev_write = event_new(db->base, fd, EV_WRITE,
+		    db_async_on_io, db);
+	}
+	event_add(db->ev_read, NULL);
+	if (want_write)
+		event_add(db->ev_write, NULL);
+}
+
+static void
+db_async_poll_connect(struct db *db)
+{
+	switch (PQconnectPoll(db->conn)) {
+	case PGRES_POLLING_READING:
+		db_async_watch(db, 0);
+		if (db->ev_write)
+			event_del(db->ev_write);
+		return;
+	case PGRES_POLLING_WRITING:
+		db_async_watch(db, 1);
+		return;
+	case PGRES_POLLING_FAILED:
+		db_async_drop(db, PQerrorMessage(db->conn));
+		return;
+	case PGRES_POLLING_OK:
+	default:
+		break;
+	}
+	if (PQsetnonblocking(db->conn, 1) != 0) {
+		db_async_drop(db, "cannot make connection non-blocking");
+		return;
+	}
+	PQsetNoticeReceiver(db->conn, db_notice, db);
+	db->state = DB_READY;
+	db->backoff_ms = 0;
+	db_async_watch(db, 0);
+	log_info("db_connected", "app=%s", log_q(db->appname));
+	db_async_pump(db);
+}
+
+static void
+db_async_connect(struct db *db)
+{
+	db->conn = db_start(db->conninfo, db->appname, 1);
+	if (db->conn == NULL || PQstatus(db->conn) == CONNECTION_BAD) {
+		db_async_drop(db, db->conn ? PQerrorMessage(db->conn) :
+		    "out of memory");
+		return;
+	}
+	db->state = DB_CONNECTING;
+	db_async_poll_connect(db);
+}
+
+static void
+db_async_result_done(struct db *db)
+{
+	struct db_req	*rq = db->inflight;
+	PGresult	*res = db->pending;
+	const char	*err = NULL;
+
+	db->inflight = NULL;
+	db->pending = NULL;
+	evtimer_del(db->ev_timer);
+	if (res == NULL)
+		err = "no result";
+	else if (!db_result_ok(res))
+		err = PQresultErrorMessage(res);
+	else if (db->sync_warning)
+		err = "commit not confirmed by the synchronous standby";
+	if (err != NULL)
+		db_set_error(db, err, res);
+	db_req_finish(rq, res, err ? db->error : NULL);
+	PQclear(res);
+	db_async_pump(db);
+}
+
+static void
+db_async_read(struct db *db)
+{
+	PGresult	*res;
+
+	if (!PQconsumeInput(db->conn)) {
+		db_async_drop(db, PQerrorMessage(db->conn));
+		return;
+	}
+	while (db->inflight != NULL && !PQisBusy(db->conn)) {
+		res = PQgetResult(db->conn);
+		if (res == NULL) {
+			db_async_result_done(db);
+			if (db->state != DB_READY)
+				return;
+			continue;
+		}
+		/* Keep the first error, else the last result. */
+		if (db->pending != NULL && !db_result_ok(db->pending))
+			PQclear(res);
+		else {
+			PQclear(db->pending);
+			db->pending = res;
+		}
+	}
+	if (PQstatus(db->conn) == CONNECTION_BAD)
+		db_async_drop(db, PQerrorMessage(db->conn));
+}
+
+static void
+db_async_on_io(evutil_socket_t fd, short what, void *arg)
+{
+	struct db	*db = arg;
+
+	(void)fd;
+	if (db->state == DB_CONNECTING) {
+		db_async_poll_connect(db);
+		return;
+	}
+	if (db->state != DB_READY)
+		return;
+	if (what & EV_WRITE) {
+		int rc = PQflush(db->conn);
+		if (rc == -1) {
+			db_async_drop(db, PQerrorMessage(db->conn));
+			return;
+		}
+		if (rc == 1)
+			event_add(db->ev_write, NULL);
+	}
+	if (what & EV_READ)
+		db_async_read(db);
+}
+
+static void
+db_async_cancel(struct db *db)
+{
+	PGcancel	*c = PQgetCancel(db->conn);
+	char		 err[256];
+
+	log_warn("db_statement_timeout", "app=%s seconds=%d",
+	    log_q(db->appname), db->commit_timeout);
+	if (c != NULL) {
+		if (!PQcancel(c, err, sizeof(err)))
+			log_warn("db_cancel_failed", "reason=%s", log_q(err));
+		PQfreeCancel(c);
+	}
+}
+
+static void
+db_async_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct db	*db = arg;
+
+	(void)fd;
+	(void)what;
+	if (db->state == DB_DOWN)
+		db_async_connect(db);
+	else if (db->state == DB_READY && db->inflight != NULL)
+		db_async_cancel(db);
+}
+
+static void
+db_async_pump(struct db *db)
+{
+	struct db_req	*rq;
+	int		 rc;
+
+	if (db->state != DB_READY || db->inflight != NULL || !db->head)
+		return;
+	rq = db->head;
+	db->head = rq->next;
+	if (db->head == NULL)
+		db->tail = NULL;
+	db->sync_warning = 0;
+	if (!PQsendQueryParams(db->conn, rq->sql, rq->params.n, NULL,
+	    rq->params.values, rq->params.lengths, rq->params.formats,
+	    rq->result_format)) {
+		db->inflight = rq;
+		db_async_drop(db, PQerrorMessage(db->conn));
+		return;
+	}
+	db->inflight = rq;
+	if (db->commit_timeout > 0) {
+		struct timeval tv = { db->commit_timeout, 0 };
+		evtimer_add(db->ev_timer, &tv);
+	}
+	rc = PQflush(db->conn);
+	if (rc == -1)
+		db_async_drop(db, PQerrorMessage(db->conn));
+	else if (rc == 1)
+		event_add(db->ev_write, NULL);
+}
+
+struct db *
+db_async_new(struct event_base *base, const char *conninfo,
+    const char *appname, int commit_timeout)
+{
+	struct db	*db;
+
+	if ((db = calloc(1, sizeof(*db))) == NULL)
+		return NULL;
+	db->base = base;
+	db->conninfo = strdup(conninfo ? conninfo : "");
+	db->appname = strdup(appname ? appname : "quire");
+	db->commit_timeout = commit_timeout;
+	db->ev_timer = evtimer_new(base, db_async_on_timer, db);
+	if (!db->conninfo || !db->appname || !db->ev_timer) {
+		db_async_free(db);
+		return NULL;
+	}
+	db_async_connect(db);
+	return db;
+}
+
+struct db_deferred {
+	db_result_fn	 cb;
+	void		*arg;
+};
+
+static void
+db_deferred_fail(evutil_socket_t fd, short what, void *arg)
+{
+	struct db_deferred *d = arg;
+
+	(void)fd;
+	(void)what;
+	d->cb(d->arg, NULL, "database unavailable");
+	free(d);
+}
+
+void
+db_send(struct db *db, const char *sql, const struct db_params *p,
+    int result_format, db_result_fn cb, void *arg)
+{
+	struct db_req	*rq;
+	struct timeval	 now = { 0, 0 };
+
+	if (db->state != DB_READY || (rq = calloc(1, sizeof(*rq))) == NULL) {
+		/* Answer later, never from inside the caller. */
+		struct db_deferred *d = malloc(sizeof(*d));
+		if (d == NULL)
+			abort();
+		d->cb = cb;
+		d->arg = arg;
+		event_base_once(db->base, -1, EV_TIMEOUT, db_deferred_fail, d,
+		    &now);
+		return;
+	}
+	rq->sql = strdup(sql);
+	rq->result_format = result_format;
+	rq->cb = cb;
+	rq->arg = arg;
+	if (p != NULL) {
+		rq->params = *p;
+		for (int i = 0; i < p->n; i++) {
+			size_t len;
+
+			if (p->values[i] == NULL)
+				continue;
+			len = p->formats[i] ? (size_t)p->lengths[i] :
+			    strlen(p->values[i]) + 1;
+			rq->buf[i] = malloc(len ? len : 1);
+			if (rq->buf[i] == NULL)
+				abort();
+			memcpy(rq->buf[i], p->values[i], len);
+			rq->params.values[i] = rq->buf[i];
+		}
+	}
+	if (rq->sql == NULL)
+		abort();
+	if (db->tail)
+		db->tail->next = rq;
+	else
+		db->head = rq;
+	db->tail = rq;
+	db_async_pump(db);
+}
+
+void
+db_async_free(struct db *db)
+{
+	if (db == NULL)
+		return;
+	db_async_fail_all(db, "shutting down");
+	if (db->ev_read)
+		event_free(db->ev_read);
+	if (db->ev_write)
+		event_free(db->ev_write);
+	if (db->ev_timer)
+		event_free(db->ev_timer);
+	db->ev_read = db->ev_write = db->ev_timer = NULL;
+	db_close(db);
+}
