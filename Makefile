@@ -26,7 +26,8 @@ endif
 BIN	 = $(BUILD)/bin
 
 ENGINE_SRC  = $(filter-out engine/main.c,$(wildcard engine/*.c))
-ENGINE_OBJ  = $(ENGINE_SRC:engine/%.c=$(BUILD)/engine/%.o)
+ENGINE_OBJ  = $(ENGINE_SRC:engine/%.c=$(BUILD)/engine/%.o) $(BUILD)/sql_embed.o
+SQL_FILES   = $(wildcard migrations/*.sql schema/*.sql)
 UNIT_SRC    = $(wildcard tests/unit/test_*.c)
 UNIT_BIN    = $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC    = $(wildcard tools/*.c)
@@ -42,6 +43,13 @@ tools: $(TOOL_BIN)
 
 $(BUILD)/engine/%.o: engine/%.c engine/*.h
 	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/sql_embed.c: $(SQL_FILES) tools/embed-sql
+	@mkdir -p $(@D)
+	tools/embed-sql $@
+
+$(BUILD)/sql_embed.o: $(BUILD)/sql_embed.c engine/sql.h
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/libquire.a: $(ENGINE_OBJ)
@@ -78,9 +86,14 @@ deps:
 
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -Iengine $(PKG_CFLAGS) \
 	-fsanitize=fuzzer,address,undefined
-build-fuzz/%: tests/fuzz/%.c $(ENGINE_SRC) engine/*.h
+build-fuzz/sql_embed.c: $(SQL_FILES) tools/embed-sql
 	@mkdir -p $(@D)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(ENGINE_SRC) $(LDLIBS)
+	tools/embed-sql $@
+
+build-fuzz/%: tests/fuzz/%.c $(ENGINE_SRC) engine/*.h build-fuzz/sql_embed.c
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(ENGINE_SRC) build-fuzz/sql_embed.c \
+	    $(LDLIBS)
 
 fuzz: $(FUZZ_BIN)
 	@tools/fuzz $(FUZZ_SECONDS) $(FUZZ_BIN)

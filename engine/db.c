@@ -298,6 +298,21 @@ db_cmd(struct db *db, const char *sql, const struct db_params *p)
 }
 
 int
+db_script(struct db *db, const char *sql)
+{
+	PGresult	*res = PQexec(db->conn, sql);
+
+	if (res == NULL || !db_result_ok(res)) {
+		db_set_error(db, res ? PQresultErrorMessage(res) :
+		    PQerrorMessage(db->conn), res);
+		PQclear(res);
+		return -1;
+	}
+	PQclear(res);
+	return 0;
+}
+
+int
 db_res_rows(const struct db_res *r)
 {
 	return PQntuples(r->pg);

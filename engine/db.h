@@ -61,6 +61,9 @@ int		 db_socket(struct db *);
 /* Blocking statement; NULL on failure (reason in db_error). */
 struct db_res	*db_exec(struct db *, const char *sql,
 		    const struct db_params *, int result_format);
+/* Blocking run of a whole SQL file (several statements, no
+ * parameters): only for the project's own migrations and schema. */
+int		 db_script(struct db *, const char *sql);
 /* Blocking statement whose rows are not needed: 0 or -1. */
 int		 db_cmd(struct db *, const char *sql, const struct db_params *);
 

@@ -1,0 +1,143 @@
+-- The outgoing ledger: claiming copies under a lease, and recording what
+-- the relay said.
+
+CREATE OR REPLACE FUNCTION quire.delivery_claim(token uuid, lease interval,
+    runner text)
+RETURNS TABLE (id bigint, post_id bigint, email text, verp boolean,
+    attempts integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+	pid	bigint;
+	lim	integer;
+BEGIN
+	-- One post a batch: its copies share one message body.
+	SELECT d.post_id INTO pid FROM quire.delivery d
+	 WHERE d.state = 'queued' AND d.not_before <= now()
+	 ORDER BY d.not_before LIMIT 1 FOR UPDATE SKIP LOCKED;
+	IF pid IS NULL THEN
+		-- Copies whose runner died or lost its database mid-send.
+		SELECT d.post_id INTO pid FROM quire.delivery d
+		 WHERE d.state = 'leased' AND d.lease_until < now()
+		 ORDER BY d.lease_until LIMIT 1 FOR UPDATE SKIP LOCKED;
+	END IF;
+	IF pid IS NULL THEN
+		RETURN;
+	END IF;
+	SELECT l.max_recipients INTO lim FROM quire.post p
+	  JOIN quire.list l ON l.id = p.list_id WHERE p.id = pid;
+	RETURN QUERY
+	WITH batch AS (
+		SELECT d.id FROM quire.delivery d
+		 WHERE d.post_id = pid
+		   AND ((d.state = 'queued' AND d.not_before <= now())
+		     OR (d.state = 'leased' AND d.lease_until < now()))
+		 ORDER BY d.domain, d.id
+		 LIMIT coalesce(lim, 500)
+		 FOR UPDATE SKIP LOCKED)
+	UPDATE quire.delivery d
+	   SET state = 'leased', lease_token = token,
+	       lease_until = now() + lease, leased_by = runner,
+	       attempts = d.attempts + 1
+	  FROM batch WHERE d.id = batch.id
+	RETURNING d.id, d.post_id, d.email, d.verp, d.attempts;
+END
+$$;
+COMMENT ON FUNCTION quire.delivery_claim(uuid, interval, text) IS
+    'lease up to the list''s max_recipients due copies of one post, '
+    'ordered by domain';
+
+CREATE OR REPLACE FUNCTION quire.delivery_record(token uuid, ids bigint[],
+    codes integer[], replies text[], runner text, retry_base interval,
+    retry_max interval, give_up interval,
+    OUT sent integer, OUT deferred integer, OUT bounced integer,
+    OUT expired integer, OUT stale integer)
+LANGUAGE sql AS $$
+	WITH r AS (
+		SELECT * FROM unnest(ids, codes, replies) AS x(id, code, reply)),
+	mine AS (
+		SELECT d.id, d.post_id, d.email, d.attempts, d.verp, r.code,
+		       r.reply,
+		       CASE WHEN r.code BETWEEN 200 AND 299 THEN 'sent'
+			    WHEN r.code >= 500 AND r.code <> 552 THEN 'bounced'
+			    WHEN now() - d.created_at > give_up THEN 'expired'
+			    ELSE 'deferred' END AS outcome
+		  FROM quire.delivery d JOIN r USING (id)
+		 WHERE d.lease_token = token),
+	logged AS (
+		INSERT INTO quire.delivery_log (delivery_id, post_id, email,
+		    outcome, code, reply, attempt, verp, runner)
+		SELECT m.id, m.post_id, m.email, m.outcome, m.code, m.reply,
+		       m.attempts, m.verp, runner
+		  FROM mine m
+		RETURNING 1),
+	bounce AS (
+		INSERT INTO quire.bounce_event (list_id, email, post_id, code,
+		    reply)
+		SELECT p.list_id, m.email, m.post_id, m.code, m.reply
+		  FROM mine m JOIN quire.post p ON p.id = m.post_id
+		 WHERE m.outcome = 'bounced'
+		RETURNING 1),
+	gone AS (
+		DELETE FROM quire.delivery d USING mine m
+		 WHERE d.id = m.id AND d.lease_token = token
+		   AND m.outcome <> 'deferred'
+		RETURNING 1),
+	later AS (
+		UPDATE quire.delivery d
+		   SET state = 'queued', lease_token = NULL, lease_until = NULL,
+		       leased_by = NULL, last_code = m.code, last_reply = m.reply,
+		       not_before = now() + least(retry_max,
+			   retry_base * power(2, least(m.attempts - 1, 20)))
+		  FROM mine m
+		 WHERE d.id = m.id AND d.lease_token = token
+		   AND m.outcome = 'deferred'
+		RETURNING 1)
+	SELECT count(*) FILTER (WHERE outcome = 'sent')::integer,
+	       count(*) FILTER (WHERE outcome = 'deferred')::integer,
+	       count(*) FILTER (WHERE outcome = 'bounced')::integer,
+	       count(*) FILTER (WHERE outcome = 'expired')::integer,
+	       (coalesce(array_length(ids, 1), 0) - count(*))::integer
+	  FROM mine
+$$;
+COMMENT ON FUNCTION quire.delivery_record(uuid, bigint[], integer[], text[],
+    text, interval, interval, interval) IS
+    'record the relay''s answer for each leased copy: 2xx sent, 5xx '
+    '(but 552) a bounce event, anything else retried with backoff until '
+    'give_up has passed since the copy was queued.  Copies whose lease '
+    'was taken over are left alone and counted as stale';
+
+CREATE OR REPLACE FUNCTION quire.delivery_next_due()
+RETURNS double precision LANGUAGE sql STABLE AS $$
+	SELECT extract(epoch FROM least(
+	    (SELECT min(d.not_before) FROM quire.delivery d
+	      WHERE d.state = 'queued'),
+	    (SELECT min(d.lease_until) FROM quire.delivery d
+	      WHERE d.state = 'leased')) - now())
+$$;
+COMMENT ON FUNCTION quire.delivery_next_due() IS
+    'seconds until the next copy is due or lease expires (negative: '
+    'now), NULL if there is none';
+
+-- Monthly partitions of the delivery log, this month and the next two;
+-- migrate runs this every time.
+CREATE OR REPLACE FUNCTION quire.delivery_log_partitions()
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	m	date;
+	name	text;
+BEGIN
+	FOR i IN 0 .. 2 LOOP
+		m := date_trunc('month', now())::date + make_interval(months => i);
+		name := 'delivery_log_' || to_char(m, 'YYYYMM');
+		IF to_regclass('quire.' || name) IS NULL AND NOT EXISTS (
+		    SELECT 1 FROM quire.delivery_log_default l
+		     WHERE l.finished_at >= m
+		       AND l.finished_at < m + interval '1 month') THEN
+			EXECUTE format('CREATE TABLE quire.%I PARTITION OF '
+			    'quire.delivery_log FOR VALUES FROM (%L) TO (%L)',
+			    name, m, m + interval '1 month');
+		END IF;
+	END LOOP;
+END
+$$;
+SELECT quire.delivery_log_partitions();

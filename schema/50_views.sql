@@ -1,0 +1,72 @@
+-- Views for admins: psql is a console.  Each answers one question.
+
+DROP VIEW IF EXISTS quire.list_settings CASCADE;
+CREATE VIEW quire.list_settings AS
+SELECT l.*, d.mail_host,
+       l.list_name || '@' || d.mail_host AS fqdn_listname,
+       l.list_name || '.' || d.mail_host AS list_id_header,
+       l.list_name || '@' || d.mail_host AS posting_address,
+       l.list_name || '-request@' || d.mail_host AS request_address,
+       l.list_name || '-owner@' || d.mail_host AS owner_address,
+       l.list_name || '-bounces@' || d.mail_host AS bounces_address,
+       l.list_name || '-join@' || d.mail_host AS join_address,
+       l.list_name || '-leave@' || d.mail_host AS leave_address,
+       'noreply@' || d.mail_host AS no_reply_address
+  FROM quire.list l JOIN quire.domain d ON d.id = l.domain_id;
+COMMENT ON VIEW quire.list_settings IS
+    'every list with its settings and its derived addresses';
+
+DROP VIEW IF EXISTS quire.queue_depth CASCADE;
+CREATE VIEW quire.queue_depth AS
+SELECT q.stage, count(*) AS rows,
+       count(*) FILTER (WHERE q.not_before <= now()) AS due,
+       max(now() - q.created_at) AS oldest,
+       max(q.attempts) AS most_attempts
+  FROM quire.queue q GROUP BY q.stage
+UNION ALL
+SELECT 'out', count(*), count(*) FILTER (WHERE d.not_before <= now()
+		AND d.state = 'queued'),
+       max(now() - d.created_at), max(d.attempts)
+  FROM quire.delivery d HAVING count(*) > 0;
+COMMENT ON VIEW quire.queue_depth IS
+    'rows waiting per stage (out: copies not yet handed to the relay), '
+    'how many are due, and the age of the oldest';
+
+DROP VIEW IF EXISTS quire.shunted CASCADE;
+CREATE VIEW quire.shunted AS
+SELECT q.id AS queue_id, q.post_id, ls.fqdn_listname AS list,
+       q.failed_stage, q.attempts, q.last_error, p.sender, p.subject,
+       q.created_at
+  FROM quire.queue q JOIN quire.post p ON p.id = q.post_id
+  JOIN quire.list_settings ls ON ls.id = p.list_id
+ WHERE q.stage = 'shunt';
+COMMENT ON VIEW quire.shunted IS
+    'messages a stage failed on too often, with the reason; '
+    'quire.queue_retry(queue_id) sends one back';
+
+DROP VIEW IF EXISTS quire.held CASCADE;
+CREATE VIEW quire.held AS
+SELECT p.id AS post_id, ls.fqdn_listname AS list, p.sender, p.subject,
+       p.reason, p.message_id_header, m.size, p.created_at AS held_since
+  FROM quire.post p JOIN quire.message m ON m.id = p.message_id
+  JOIN quire.list_settings ls ON ls.id = p.list_id
+ WHERE p.status = 'held';
+COMMENT ON VIEW quire.held IS
+    'posts waiting for a moderator, and why they were held';
+
+DROP VIEW IF EXISTS quire.deliveries CASCADE;
+CREATE VIEW quire.deliveries AS
+SELECT l.post_id, ls.fqdn_listname AS list, p.message_id_header,
+       l.email, l.outcome, l.code, l.reply, l.attempt, l.verp,
+       l.finished_at AS at
+  FROM quire.delivery_log l JOIN quire.post p ON p.id = l.post_id
+  JOIN quire.list_settings ls ON ls.id = p.list_id
+UNION ALL
+SELECT d.post_id, ls.fqdn_listname, p.message_id_header, d.email,
+       CASE d.state WHEN 'leased' THEN 'in flight' ELSE 'waiting' END,
+       d.last_code, d.last_reply, d.attempts, d.verp, d.not_before
+  FROM quire.delivery d JOIN quire.post p ON p.id = d.post_id
+  JOIN quire.list_settings ls ON ls.id = p.list_id;
+COMMENT ON VIEW quire.deliveries IS
+    'who got which post, when, and what the relay said: every answer '
+    'recorded, plus copies still waiting or in flight';
