@@ -1,0 +1,27 @@
+/*
+ * buf: a growing byte buffer, and text clean-up for database columns.
+ */
+#ifndef QUIRE_BUF_H
+#define QUIRE_BUF_H
+
+#include <stddef.h>
+
+struct buf {
+	char	*p;
+	size_t	 len;
+	size_t	 cap;
+};
+
+/* All return 0, or -1 when out of memory (the buffer is left intact). */
+int	buf_add(struct buf *, const void *, size_t);
+int	buf_adds(struct buf *, const char *);
+int	buf_addf(struct buf *, const char *, ...)
+	    __attribute__((format(printf, 2, 3)));
+void	buf_free(struct buf *);
+
+/* Make s valid UTF-8 text without control bytes, in place: each byte of
+ * an invalid sequence and each control byte becomes '?'.  PostgreSQL
+ * refuses invalid UTF-8 in text columns, and headers carry anything. */
+void	text_clean(char *s);
+
+#endif

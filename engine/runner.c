@@ -1,0 +1,284 @@
+/*
+ * runner: the wake-up and claim cycle of the in-database stages.
+ *
+ * The process LISTENs on the channel of each stage it serves and sleeps
+ * in the event loop.  A notification marks its stage dirty; a dirty
+ * stage is drained batch by batch, each batch one transaction:
+ *
+ *	BEGIN; claim up to N due rows FOR UPDATE SKIP LOCKED;
+ *	run the stage on each (it deletes its row, inserts the next);
+ *	COMMIT
+ *
+ * Several runners on several hosts can serve the same stage: SKIP
+ * LOCKED hands each row to one of them, and a runner that dies simply
+ * loses its transaction, so its rows go back to the queue.  If a stage
+ * fails on a row, the batch is rolled back and the failure counted on
+ * that row alone (quire.queue_fail), which retries it later with backoff
+ * and shunts it at the limit; the other rows are claimed again at once.
+ *
+ * Rows that must wait (a retry's not_before) wake the runner through one
+ * timer set to the earliest of them; with nothing due there is no timer,
+ * and an idle runner makes no system calls.  After every (re)connect the
+ * runner LISTENs first and then scans every stage it serves, because
+ * notifications sent while it was away are lost.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "db.h"
+#include "log.h"
+#include "runner.h"
+#include "stage.h"
+
+struct runner {
+	const struct runner_config *cfg;
+	struct event_base *base;
+	struct db	*db;
+	struct event	*ev_db;
+	struct event	*ev_due;
+	unsigned	 dirty;
+	const char	*channels[STAGE_COUNT];
+	int		 channel_stage[STAGE_COUNT];
+	int		 nchannels;
+};
+
+static void	runner_drain(struct runner *);
+
+static void
+runner_connect(struct runner *r)
+{
+	if (r->ev_db != NULL) {
+		event_free(r->ev_db);
+		r->ev_db = NULL;
+	}
+	db_close(r->db);
+	for (;;) {
+		r->db = db_connect_retry(r->cfg->conninfo, r->cfg->appname,
+		    NULL);
+		if (db_listen(r->db, r->channels, r->nchannels) == 0)
+			break;
+		log_warn("runner_listen_failed", "reason=%s",
+		    log_q(db_error(r->db)));
+		db_close(r->db);
+	}
+	r->dirty = r->cfg->stages;
+	log_info("runner_ready", "app=%s", log_q(r->cfg->appname));
+}
+
+/* A stage failed on one row: roll back, count it, log it. */
+static void
+runner_fail_row(struct runner *r, int stage, struct stage_ctx *ctx)
+{
+	struct db_params p;
+	struct db_res	*res;
+	char		 id[24], max[24], backoff[32];
+
+	(void)db_cmd(r->db, "ROLLBACK", NULL);
+	if (!db_ok(r->db))
+		return;
+	db_params_init(&p);
+	db_param_int(&p, id, ctx->queue_id);
+	db_param_text(&p, ctx->error);
+	db_param_int(&p, max, r->cfg->max_attempts);
+	snprintf(backoff, sizeof(backoff), "%.3f seconds",
+	    r->cfg->retry_backoff);
+	db_param_text(&p, backoff);
+	res = db_exec(r->db, "SELECT quire.queue_fail($1, $2, $3, $4)", &p,
+	    DB_TEXT);
+	if (res == NULL) {
+		log_error("stage_fail_unrecorded", "stage=%s queue=%lld "
+		    "reason=%s", stage_defs[stage].name, ctx->queue_id,
+		    log_q(db_error(r->db)));
+		return;
+	}
+	if (strcmp(db_res_value(res, 0, 0), "shunt") == 0)
+		log_error("post_shunted", "stage=%s queue=%lld post=%lld "
+		    "attempts=%d reason=%s", stage_defs[stage].name,
+		    ctx->queue_id, ctx->post_id, ctx->attempts + 1,
+		    log_q(ctx->error));
+	else
+		log_warn("stage_failed", "stage=%s queue=%lld post=%lld "
+		    "attempt=%d reason=%s", stage_defs[stage].name,
+		    ctx->queue_id, ctx->post_id, ctx->attempts + 1,
+		    log_q(ctx->error));
+	db_res_free(res);
+}
+
+/* One transaction: returns the rows done, 0 when none was due, or -1
+ * when the database connection broke. */
+static int
+runner_batch(struct runner *r, int stage)
+{
+	struct db_params p;
+	struct db_res	*rows;
+	struct stage_ctx ctx;
+	char		 lim[24];
+	int		 n, i;
+
+	/* Each hop is redone safely if its commit is lost in a crash, so
+	 * it need not wait for the WAL flush (see DESIGN, queue rules). */
+	if (db_cmd(r->db, "BEGIN", NULL) == -1 ||
+	    db_cmd(r->db, "SET LOCAL synchronous_commit = off", NULL) == -1)
+		return -1;
+	db_params_init(&p);
+	db_param_text(&p, stage_defs[stage].name);
+	db_param_int(&p, lim, r->cfg->batch);
+	rows = db_exec(r->db, "SELECT id, post_id, attempts FROM quire.queue"
+	    " WHERE stage = $1 AND not_before <= now() ORDER BY id LIMIT $2"
+	    " FOR UPDATE SKIP LOCKED", &p, DB_TEXT);
+	if (rows == NULL)
+		return -1;
+	n = db_res_rows(rows);
+	for (i = 0; i < n; i++) {
+		memset(&ctx, 0, sizeof(ctx));
+		ctx.db = r->db;
+		ctx.queue_id = db_res_int(rows, i, 0);
+		ctx.post_id = db_res_int(rows, i, 1);
+		ctx.attempts = (int)db_res_int(rows, i, 2);
+		if (stage_defs[stage].run(&ctx) == -1)
+			break;
+		log_debug("stage_done", "stage=%s post=%lld",
+		    stage_defs[stage].name, ctx.post_id);
+	}
+	db_res_free(rows);
+	if (i < n) {
+		if (!db_ok(r->db))
+			return -1;
+		runner_fail_row(r, stage, &ctx);
+		return db_ok(r->db) ? 1 : -1;
+	}
+	if (db_cmd(r->db, "COMMIT", NULL) == -1)
+		return -1;
+	return n;
+}
+
+static void
+runner_arm_timer(struct runner *r)
+{
+	struct db_params p;
+	struct db_res	*res;
+	struct buf_names { char s[128]; } names;
+	struct timeval	 tv;
+	double		 due;
+	size_t		 o = 0;
+
+	o += snprintf(names.s, sizeof(names.s), "{");
+	for (int s = 0; s < STAGE_COUNT; s++)
+		if (r->cfg->stages & (1u << s))
+			o += snprintf(names.s + o, sizeof(names.s) - o, "%s%s",
+			    o > 1 ? "," : "", stage_defs[s].name);
+	snprintf(names.s + o, sizeof(names.s) - o, "}");
+	db_params_init(&p);
+	db_param_text(&p, names.s);
+	res = db_exec(r->db, "SELECT quire.queue_next_due($1)", &p, DB_TEXT);
+	if (res == NULL)
+		return;
+	evtimer_del(r->ev_due);
+	if (!db_res_isnull(res, 0, 0)) {
+		due = strtod(db_res_value(res, 0, 0), NULL);
+		if (due < 0)
+			due = 0;
+		tv.tv_sec = (long)due;
+		tv.tv_usec = (long)((due - (double)tv.tv_sec) * 1e6) + 1000;
+		evtimer_add(r->ev_due, &tv);
+	}
+	db_res_free(res);
+}
+
+static void
+runner_on_db(evutil_socket_t fd, short what, void *arg)
+{
+	struct runner	*r = arg;
+	long		 mask;
+
+	(void)fd;
+	(void)what;
+	if ((mask = db_notifications(r->db)) == -1) {
+		log_warn("runner_db_lost", "reason=%s", log_q(db_error(r->db)));
+		runner_connect(r);
+		mask = 0;
+	}
+	for (int i = 0; i < r->nchannels; i++)
+		if (mask & (1L << i))
+			r->dirty |= 1u << r->channel_stage[i];
+	runner_drain(r);
+}
+
+static void
+runner_on_due(evutil_socket_t fd, short what, void *arg)
+{
+	struct runner	*r = arg;
+
+	(void)fd;
+	(void)what;
+	r->dirty = r->cfg->stages;
+	runner_drain(r);
+}
+
+static void
+runner_watch(struct runner *r)
+{
+	if (r->ev_db == NULL) {
+		r->ev_db = event_new(r->base, db_socket(r->db),
+		    EV_READ | EV_PERSIST, runner_on_db, r);
+		event_add(r->ev_db, NULL);
+	}
+}
+
+/* Work every dirty stage until it has nothing due.  Our own commits
+ * notify the next stage, so the loop picks that up in its next round
+ * without waiting for the event loop. */
+static void
+runner_drain(struct runner *r)
+{
+	long	 mask;
+	int	 n;
+
+	while (r->dirty != 0) {
+		for (int s = 0; s < STAGE_COUNT; s++) {
+			if (!(r->dirty & (1u << s)))
+				continue;
+			r->dirty &= ~(1u << s);
+			while ((n = runner_batch(r, s)) > 0)
+				;
+			if (n == -1) {
+				log_warn("runner_db_lost", "reason=%s",
+				    log_q(db_error(r->db)));
+				runner_connect(r);
+				break;
+			}
+		}
+		if ((mask = db_notifications(r->db)) == -1)
+			continue;
+		for (int i = 0; i < r->nchannels; i++)
+			if (mask & (1L << i))
+				r->dirty |= 1u << r->channel_stage[i];
+	}
+	runner_watch(r);
+	runner_arm_timer(r);
+}
+
+int
+runner_main(const struct runner_config *cfg)
+{
+	struct runner	 r;
+
+	memset(&r, 0, sizeof(r));
+	r.cfg = cfg;
+	for (int s = 0; s < STAGE_COUNT; s++) {
+		if (!(cfg->stages & (1u << s)))
+			continue;
+		r.channels[r.nchannels] = stage_defs[s].channel;
+		r.channel_stage[r.nchannels++] = s;
+	}
+	if ((r.base = event_base_new()) == NULL)
+		return -1;
+	r.ev_due = evtimer_new(r.base, runner_on_due, &r);
+	runner_connect(&r);
+	runner_drain(&r);
+	event_base_dispatch(r.base);
+	return -1;
+}

@@ -1,0 +1,19 @@
+/*
+ * runner: a process serving some of the in-database stages.
+ */
+#ifndef QUIRE_RUNNER_H
+#define QUIRE_RUNNER_H
+
+struct runner_config {
+	const char	*conninfo;
+	const char	*appname;
+	unsigned	 stages;	/* bit (1 << enum stage_id) */
+	int		 max_attempts;	/* failures before the shunt */
+	int		 batch;		/* rows claimed per transaction */
+	double		 retry_backoff;	/* seconds, doubled per failure */
+};
+
+/* Runs until killed; returns only on a fatal error. */
+int	runner_main(const struct runner_config *);
+
+#endif

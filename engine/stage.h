@@ -1,0 +1,61 @@
+/*
+ * stage: the in-database pipeline stages.
+ *
+ * A stage is a function from one claimed queue row to SQL effects, run
+ * inside the runner's transaction: it moves the row on (or finishes it)
+ * with the helpers below and returns 0, or returns -1 with ctx->error
+ * set, after which the runner rolls the transaction back and counts the
+ * failure against the row (see quire.queue_fail).
+ */
+#ifndef QUIRE_STAGE_H
+#define QUIRE_STAGE_H
+
+struct db;
+
+enum stage_id {
+	STAGE_IN,
+	STAGE_POSTING,
+	STAGE_DECORATE,
+	STAGE_ARCHIVE,
+	STAGE_COUNT
+};
+
+struct stage_ctx {
+	struct db	*db;
+	long long	 queue_id;
+	long long	 post_id;
+	int		 attempts;
+	char		 error[256];
+};
+
+typedef int	(*stage_fn)(struct stage_ctx *);
+
+struct stage_def {
+	const char	*name;		/* the queue.stage value */
+	const char	*channel;	/* its NOTIFY channel */
+	stage_fn	 run;
+};
+
+extern const struct stage_def stage_defs[STAGE_COUNT];
+
+/* Index of a stage by name, or -1. */
+int	stage_lookup(const char *);
+
+/* Move the row to `next' (delete it, insert the next stage's row). */
+int	stage_advance(struct stage_ctx *, const char *next);
+/* The post has reached its end here: delete the row. */
+int	stage_finish(struct stage_ctx *);
+/* Set the post's status and reason (held, discarded) and finish. */
+int	stage_settle(struct stage_ctx *, const char *status,
+	    const char *reason);
+/* Record the database's error as the stage's and return -1. */
+int	stage_db_error(struct stage_ctx *, const char *what);
+int	stage_errorf(struct stage_ctx *, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+
+int	stage_in(struct stage_ctx *);
+int	stage_posting(struct stage_ctx *);
+int	stage_decorate(struct stage_ctx *);
+int	stage_archive(struct stage_ctx *);
+
+#endif

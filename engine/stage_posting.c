@@ -1,0 +1,141 @@
+/*
+ * stage_posting: who may post.  For now the chain is short: emergency
+ * moderation, the list's size limit, then the sender's own moderation
+ * action or the list's default for members or nonmembers.
+ *
+ * XXX The rest of Mailman's posting chain (approved, administrivia,
+ * implicit destination, max recipients, header matches, bans, DMARC)
+ * belongs to the rule-chain work; its seam is posting_decide().
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "db.h"
+#include "log.h"
+#include "post.h"
+#include "stage.h"
+
+struct posting_sender {
+	int	 is_member;	/* member, owner or moderator */
+	char	 action[16];	/* own moderation action, or "" */
+};
+
+static int
+posting_lookup(struct stage_ctx *ctx, int list_id, const char *sender,
+    struct posting_sender *s)
+{
+	struct db_params p;
+	struct db_res	*r;
+	char		 id[24];
+
+	memset(s, 0, sizeof(*s));
+	if (sender == NULL)
+		return 0;
+	db_params_init(&p);
+	db_param_int(&p, id, list_id);
+	db_param_text(&p, sender);
+	/* A poster may hold several roles; the most trusted one counts. */
+	r = db_exec(ctx->db,
+	    "SELECT m.role <> 'nonmember', coalesce(m.moderation_action, '')"
+	    "  FROM quire.member m JOIN quire.address a ON a.id = m.address_id"
+	    " WHERE m.list_id = $1 AND a.email = $2"
+	    " ORDER BY array_position(ARRAY['owner', 'moderator', 'member',"
+	    "   'nonmember'], m.role) LIMIT 1", &p, DB_TEXT);
+	if (r == NULL)
+		return stage_db_error(ctx, "look up sender");
+	if (db_res_rows(r) == 1) {
+		s->is_member = db_res_value(r, 0, 0)[0] == 't';
+		snprintf(s->action, sizeof(s->action), "%s",
+		    db_res_value(r, 0, 1));
+	}
+	db_res_free(r);
+	return 0;
+}
+
+/* The action for this post and, unless it is accept, the reason. */
+static const char *
+posting_decide(const struct post *p, const struct list_conf *l,
+    const struct posting_sender *s, char *reason, size_t len)
+{
+	const char	*action;
+
+	if (l->emergency) {
+		snprintf(reason, len, "emergency moderation is on");
+		return "hold";
+	}
+	if (l->max_message_size > 0 &&
+	    p->raw_len > (size_t)l->max_message_size * 1024) {
+		snprintf(reason, len, "message size %zu KB is over the "
+		    "list's max_message_size of %d KB",
+		    (p->raw_len + 1023) / 1024, l->max_message_size);
+		return "hold";
+	}
+	if (p->sender == NULL) {
+		snprintf(reason, len, "the message names no sender");
+		return "hold";
+	}
+	action = *s->action ? s->action : s->is_member ?
+	    l->default_member_action : l->default_nonmember_action;
+	if (strcmp(action, "defer") == 0)
+		action = s->is_member ? "accept" : "hold";
+	snprintf(reason, len, "%s by %s %s", strcmp(action, "accept") == 0 ?
+	    "accepted" : "moderated", s->is_member ? "member" : "nonmember",
+	    p->sender);
+	/* XXX reject needs the bounce notice to the sender, which comes
+	 * with the notices work; until then a rejected post is held, so
+	 * nothing is lost. */
+	if (strcmp(action, "reject") == 0)
+		return "hold";
+	return action;
+}
+
+static int
+posting_accept(struct stage_ctx *ctx, int list_id)
+{
+	struct db_params p;
+	char		 lid[24], pid[24];
+
+	db_params_init(&p);
+	db_param_int(&p, pid, ctx->post_id);
+	db_param_int(&p, lid, list_id);
+	if (db_cmd(ctx->db,
+	    "WITH n AS (UPDATE quire.list SET post_id = post_id + 1,"
+	    "   last_post_at = now() WHERE id = $2 RETURNING post_id - 1 AS n)"
+	    " UPDATE quire.post SET post_number = n.n FROM n WHERE id = $1",
+	    &p) == -1)
+		return stage_db_error(ctx, "number the post");
+	return stage_advance(ctx, "decorate");
+}
+
+int
+stage_posting(struct stage_ctx *ctx)
+{
+	struct post	 p;
+	struct list_conf l;
+	struct posting_sender s;
+	const char	*action;
+	char		 reason[512];
+	int		 rc = -1;
+
+	if (post_load(ctx->db, ctx->post_id, &p) == -1)
+		return stage_db_error(ctx, "load post");
+	if (list_conf_load(ctx->db, p.list_id, &l) == -1) {
+		post_free(&p);
+		return stage_db_error(ctx, "load list");
+	}
+	/* Mail to -owner skips the posting rules, as in Mailman. */
+	if (strcmp(p.subaddress, "owner") == 0)
+		rc = stage_advance(ctx, "decorate");
+	else if (posting_lookup(ctx, p.list_id, p.sender, &s) == 0) {
+		action = posting_decide(&p, &l, &s, reason, sizeof(reason));
+		if (strcmp(action, "accept") == 0)
+			rc = posting_accept(ctx, p.list_id);
+		else if (strcmp(action, "discard") == 0)
+			rc = stage_settle(ctx, "discarded", reason);
+		else
+			rc = stage_settle(ctx, "held", reason);
+	}
+	list_conf_free(&l);
+	post_free(&p);
+	return rc;
+}
