@@ -12,11 +12,11 @@
  */
 #include <errno.h>
 #include <iconv.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "buf.h"
 #include "msg_encword.h"
 
 #define EW_CHARSET_MAX	40	/* longest charset name we hand to iconv */
@@ -29,66 +29,35 @@ static const char ew_fffd[] = "\xef\xbf\xbd";
 static const char ew_b64[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* A growing output string; after one failed allocation every later call
- * is a no-op and ew_finish returns NULL. */
-struct ew_buf {
-	char	*p;
-	size_t	 len;
-	size_t	 cap;
-	int	 oom;
+/* Output with a sticky failure flag, so that the coders need not check
+ * every append; ew_finish drops the result if any append failed. */
+struct ew_out {
+	struct buf	 b;
+	int		 oom;
 };
 
-static int
-ew_reserve(struct ew_buf *b, size_t more)
+static void
+ew_put(struct ew_out *o, const char *s, size_t n)
 {
-	size_t	 need, cap;
-	char	*p;
-
-	if (b->oom)
-		return -1;
-	if (more >= SIZE_MAX - b->len - 1) {
-		b->oom = 1;
-		return -1;
-	}
-	need = b->len + more + 1;
-	if (need <= b->cap)
-		return 0;
-	cap = b->cap != 0 ? b->cap : 64;
-	while (cap < need)
-		cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-	if ((p = realloc(b->p, cap)) == NULL) {
-		b->oom = 1;
-		return -1;
-	}
-	b->p = p;
-	b->cap = cap;
-	return 0;
+	if (!o->oom && buf_add(&o->b, s, n) == -1)
+		o->oom = 1;
 }
 
 static void
-ew_put(struct ew_buf *b, const char *s, size_t n)
+ew_putc(struct ew_out *o, char c)
 {
-	if (ew_reserve(b, n) == 0) {
-		memcpy(b->p + b->len, s, n);
-		b->len += n;
-	}
-}
-
-static void
-ew_putc(struct ew_buf *b, char c)
-{
-	ew_put(b, &c, 1);
+	ew_put(o, &c, 1);
 }
 
 static char *
-ew_finish(struct ew_buf *b)
+ew_finish(struct ew_out *o)
 {
-	if (ew_reserve(b, 0) != 0) {
-		free(b->p);
+	ew_put(o, "", 0);	/* allocates and terminates an empty one */
+	if (o->oom) {
+		buf_free(&o->b);
 		return NULL;
 	}
-	b->p[b->len] = '\0';
-	return b->p;
+	return o->b.p;
 }
 
 /* Length of the well-formed UTF-8 sequence at s (n > 0 bytes there), or
@@ -131,7 +100,7 @@ ew_utf8_len(const unsigned char *s, size_t n)
  * a caller that writes the text back, and no reader wants them.
  */
 static void
-ew_put_utf8(struct ew_buf *b, const char *s, size_t n, int decoded)
+ew_put_utf8(struct ew_out *b, const char *s, size_t n, int decoded)
 {
 	const unsigned char	*u = (const unsigned char *)s;
 	size_t			 i = 0, k;
@@ -215,7 +184,7 @@ ew_b64_value(char c)
 /* Base64 with missing padding tolerated (Postel: many senders drop it);
  * any other defect makes the word undecodable. */
 static int
-ew_decode_b(const char *s, size_t n, struct ew_buf *out)
+ew_decode_b(const char *s, size_t n, struct ew_out *out)
 {
 	unsigned int	 acc = 0;
 	size_t		 i, data = 0, pad = 0;
@@ -255,7 +224,7 @@ ew_hex_value(char c)
 
 /* Q never fails: an '=' without two hex digits is kept as written. */
 static void
-ew_decode_q(const char *s, size_t n, struct ew_buf *out)
+ew_decode_q(const char *s, size_t n, struct ew_out *out)
 {
 	size_t	 i;
 	int	 hi, lo;
@@ -291,7 +260,7 @@ struct ew_run {
 	char		 cs[EW_CHARSET_MAX + 1];
 	enum ew_kind	 kind;
 	iconv_t		 cd;
-	struct ew_buf	 bytes;
+	struct ew_out	 bytes;
 };
 
 /* Charset names go to iconv_open; refuse anything that could carry an
@@ -336,7 +305,7 @@ ew_run_lookup(struct ew_run *r, const char *cs, size_t len)
 /* Convert with iconv; an invalid or truncated sequence costs one U+FFFD
  * per byte skipped, the rest of the text still converts. */
 static void
-ew_iconv(iconv_t cd, const char *s, size_t n, struct ew_buf *out)
+ew_iconv(iconv_t cd, const char *s, size_t n, struct ew_out *out)
 {
 	char	 tmp[256], *ip = (char *)s, *op;
 	size_t	 ol, r;
@@ -360,10 +329,10 @@ ew_iconv(iconv_t cd, const char *s, size_t n, struct ew_buf *out)
 }
 
 static void
-ew_run_flush(struct ew_run *r, struct ew_buf *out)
+ew_run_flush(struct ew_run *r, struct ew_out *out)
 {
-	const char	*s = r->bytes.p;
-	size_t		 n = r->bytes.len, i;
+	const char	*s = r->bytes.b.p;
+	size_t		 n = r->bytes.b.len, i;
 
 	if (n == 0)
 		return;
@@ -385,7 +354,7 @@ ew_run_flush(struct ew_run *r, struct ew_buf *out)
 	default:
 		break;
 	}
-	r->bytes.len = 0;
+	r->bytes.b.len = 0;
 }
 
 /*
@@ -394,7 +363,7 @@ ew_run_flush(struct ew_run *r, struct ew_buf *out)
  * base64); it is then to be copied literally.
  */
 static int
-ew_run_add(struct ew_run *r, const struct ew_word *w, struct ew_buf *out)
+ew_run_add(struct ew_run *r, const struct ew_word *w, struct ew_out *out)
 {
 	size_t	 mark;
 
@@ -403,11 +372,11 @@ ew_run_add(struct ew_run *r, const struct ew_word *w, struct ew_buf *out)
 		ew_run_flush(r, out);
 	if (ew_run_lookup(r, w->cs, w->cs_len) == EW_UNKNOWN)
 		return -1;
-	mark = r->bytes.len;
+	mark = r->bytes.b.len;
 	if (w->enc == 'q') {
 		ew_decode_q(w->text, w->text_len, &r->bytes);
 	} else if (ew_decode_b(w->text, w->text_len, &r->bytes) != 0) {
-		r->bytes.len = mark;
+		r->bytes.b.len = mark;
 		return -1;
 	}
 	return 0;
@@ -416,7 +385,7 @@ ew_run_add(struct ew_run *r, const struct ew_word *w, struct ew_buf *out)
 char *
 msg_encword_decode(const char *value)
 {
-	struct ew_buf	 out = { 0 };
+	struct ew_out	 out = { 0 };
 	struct ew_run	 run = { .kind = EW_NONE };
 	struct ew_word	 w;
 	const char	*s = value, *held = NULL;
@@ -445,7 +414,7 @@ msg_encword_decode(const char *value)
 	if (held != NULL)
 		ew_put(&out, held, held_len);
 	ew_run_close(&run);
-	free(run.bytes.p);
+	buf_free(&run.bytes.b);
 	if (run.bytes.oom)
 		out.oom = 1;
 	return ew_finish(&out);
@@ -482,7 +451,7 @@ ew_q_cost(const char *s, size_t n)
 }
 
 static void
-ew_encode_q(const char *s, size_t n, struct ew_buf *out)
+ew_encode_q(const char *s, size_t n, struct ew_out *out)
 {
 	static const char	 hex[] = "0123456789ABCDEF";
 	unsigned char		 c;
@@ -503,7 +472,7 @@ ew_encode_q(const char *s, size_t n, struct ew_buf *out)
 }
 
 static void
-ew_encode_b(const char *s, size_t n, struct ew_buf *out)
+ew_encode_b(const char *s, size_t n, struct ew_out *out)
 {
 	const unsigned char	*u = (const unsigned char *)s;
 	unsigned long		 v;
@@ -558,7 +527,7 @@ ew_chunk(const char *s, size_t n, int b, size_t room)
 
 static void
 ew_encode_words(const char *s, size_t n, size_t used, const char *eol,
-    struct ew_buf *out)
+    struct ew_out *out)
 {
 	size_t	 room, i = 0, k;
 	int	 b;
@@ -589,16 +558,16 @@ ew_encode_words(const char *s, size_t n, size_t used, const char *eol,
 char *
 msg_encword_encode(const char *utf8, size_t used, const char *eol)
 {
-	struct ew_buf	 clean = { 0 }, out = { 0 };
+	struct ew_out	 clean = { 0 }, out = { 0 };
 
 	if (ew_is_plain(utf8))
 		return strdup(utf8);
 	ew_put_utf8(&clean, utf8, strlen(utf8), 0);
 	if (clean.oom) {
-		free(clean.p);
+		buf_free(&clean.b);
 		return NULL;
 	}
-	ew_encode_words(clean.p, clean.len, used, eol, &out);
-	free(clean.p);
+	ew_encode_words(clean.b.p, clean.b.len, used, eol, &out);
+	buf_free(&clean.b);
 	return ew_finish(&out);
 }
