@@ -319,6 +319,18 @@ db_res_rows(const struct db_res *r)
 }
 
 int
+db_res_cols(const struct db_res *r)
+{
+	return PQnfields(r->pg);
+}
+
+const char *
+db_res_colname(const struct db_res *r, int col)
+{
+	return PQfname(r->pg, col);
+}
+
+int
 db_res_isnull(const struct db_res *r, int row, int col)
 {
 	return PQgetisnull(r->pg, row, col);

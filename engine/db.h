@@ -68,6 +68,8 @@ int		 db_script(struct db *, const char *sql);
 int		 db_cmd(struct db *, const char *sql, const struct db_params *);
 
 int		 db_res_rows(const struct db_res *);
+int		 db_res_cols(const struct db_res *);
+const char	*db_res_colname(const struct db_res *, int col);
 int		 db_res_isnull(const struct db_res *, int row, int col);
 const char	*db_res_value(const struct db_res *, int row, int col);
 size_t		 db_res_length(const struct db_res *, int row, int col);

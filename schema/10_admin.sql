@@ -99,3 +99,31 @@ RETURNS boolean LANGUAGE sql AS $$
 $$;
 COMMENT ON FUNCTION quire.queue_retry(bigint) IS
     'send a shunted row back to the stage it failed in';
+
+-- Set one list setting by name; the name must be a column of quire.list
+-- (other than its keys), and the value is cast by PostgreSQL to the
+-- column's type, so a bad value fails with the column's own error.
+CREATE OR REPLACE FUNCTION quire.list_set(fqdn text, setting text,
+    value text)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+	lid	integer := quire.list_lookup(fqdn);
+	coltype	text;
+BEGIN
+	IF lid IS NULL THEN
+		RAISE EXCEPTION 'no such list: %', fqdn;
+	END IF;
+	SELECT format_type(a.atttypid, a.atttypmod) INTO coltype
+	  FROM pg_attribute a
+	 WHERE a.attrelid = 'quire.list'::regclass AND a.attname = setting
+	   AND a.attnum > 0 AND NOT a.attisdropped
+	   AND setting NOT IN ('id', 'domain_id', 'list_name', 'created_at');
+	IF coltype IS NULL THEN
+		RAISE EXCEPTION 'unknown or read-only setting: %', setting;
+	END IF;
+	EXECUTE format('UPDATE quire.list SET %I = $1::%s WHERE id = $2',
+	    setting, coltype) USING value, lid;
+END
+$$;
+COMMENT ON FUNCTION quire.list_set(text, text, text) IS
+    'change one setting of a list, by column name, from text';

@@ -70,3 +70,32 @@ SELECT d.post_id, ls.fqdn_listname, p.message_id_header, d.email,
 COMMENT ON VIEW quire.deliveries IS
     'who got which post, when, and what the relay said: every answer '
     'recorded, plus copies still waiting or in flight';
+
+DROP VIEW IF EXISTS quire.processes CASCADE;
+CREATE VIEW quire.processes AS
+SELECT split_part(a.application_name, '/', 2) AS host,
+       split_part(a.application_name, '/', 3) AS pid,
+       split_part(a.application_name, '/', 4) AS serves,
+       a.client_addr, a.backend_start AS connected_since, a.state
+  FROM pg_stat_activity a
+ WHERE a.application_name LIKE 'quire/%';
+COMMENT ON VIEW quire.processes IS
+    'live engine processes, from their connections: each names its '
+    'host, pid and stages in application_name, so nothing is written '
+    'to say it is alive';
+
+DROP VIEW IF EXISTS quire.totals CASCADE;
+CREATE VIEW quire.totals AS
+SELECT (SELECT count(*) FROM quire.post WHERE status = 'held') AS held,
+       (SELECT count(*) FROM quire.queue WHERE stage = 'shunt') AS shunted,
+       (SELECT count(*) FROM quire.delivery) AS copies_waiting,
+       (SELECT count(*) FROM quire.delivery_log
+	 WHERE outcome = 'sent' AND finished_at > now() - interval '1 minute')
+	   AS sent_last_minute,
+       (SELECT count(*) FROM quire.delivery_log
+	 WHERE outcome = 'deferred'
+	   AND finished_at > now() - interval '1 minute')
+	   AS deferred_last_minute;
+COMMENT ON VIEW quire.totals IS
+    'held and shunted posts, copies waiting, and relay answers in the '
+    'last minute';

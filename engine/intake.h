@@ -1,0 +1,26 @@
+/*
+ * intake: the LMTP process, joining the protocol server to the database.
+ */
+#ifndef QUIRE_INTAKE_H
+#define QUIRE_INTAKE_H
+
+#include <stddef.h>
+
+struct intake_config {
+	const char	*conninfo;
+	const char	*appname;
+	const char	*host;
+	int		 port;
+	const char	*hostname;
+	size_t		 max_size;	/* octets */
+	size_t		 max_rcpts;
+	size_t		 max_clients;
+	int		 idle_timeout;
+	int		 data_timeout;
+	int		 commit_timeout;
+};
+
+/* Runs until killed; returns only on a fatal error. */
+int	intake_main(const struct intake_config *);
+
+#endif

@@ -1,0 +1,85 @@
+/*
+ * quire: the mailing-list engine and its admin commands, one binary.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "db.h"
+#include "log.h"
+#include "migrate.h"
+
+static const char usage[] =
+"usage: quire [--db CONNINFO] COMMAND ...\n"
+"\n"
+"  migrate                          create or upgrade the schema\n"
+"  run [--stages S] [--lmtp H:P] [--relay H:P] ...\n"
+"                                   run the engine in the foreground\n"
+"  domain add HOST [--description D] [--alias HOST] | domain list\n"
+"  list create LIST@HOST [--display-name N] | delete LIST | show LIST\n"
+"  list list | list set LIST SETTING VALUE\n"
+"  member add LIST [--role R] [--name N] [--file F] [ADDRESS...]\n"
+"  member remove LIST [--role R] ADDRESS... | member list LIST [--role R]\n"
+"  inject LIST FILE|-                put a message in as if it came by "
+"LMTP\n"
+"  queue list [STAGE] | queue show ID | queue retry ID | queue delete ID\n"
+"  archive export LIST [FILE]       the list's archive as an mbox\n"
+"  status                           processes, queues, held, shunted\n"
+"\n"
+"The database: --db, else $QUIRE_DB, else libpq's PG* variables.\n";
+
+static const struct {
+	const char	*name;
+	int		(*fn)(struct cli *);
+} commands[] = {
+	{ "migrate", cli_migrate },
+	{ "run", cli_run },
+	{ "domain", cli_domain },
+	{ "list", cli_list },
+	{ "member", cli_member },
+	{ "inject", cli_inject },
+	{ "queue", cli_queue },
+	{ "archive", cli_archive },
+	{ "status", cli_status },
+};
+
+int
+cli_usage(const char *why)
+{
+	if (why != NULL)
+		fprintf(stderr, "quire: %s\n\n", why);
+	fputs(usage, stderr);
+	return 2;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct cli	 cli = { 0 };
+	int		 i = 1;
+
+	log_init("cli");
+	cli.conninfo = getenv("QUIRE_DB");
+	while (i < argc && strncmp(argv[i], "--", 2) == 0) {
+		if (strcmp(argv[i], "--db") == 0 && i + 1 < argc) {
+			cli.conninfo = argv[i + 1];
+			i += 2;
+		} else if (strncmp(argv[i], "--db=", 5) == 0)
+			cli.conninfo = argv[i++] + 5;
+		else if (strcmp(argv[i], "--help") == 0)
+			return cli_usage(NULL) & 0;
+		else
+			return cli_usage("unknown option");
+	}
+	if (i >= argc)
+		return cli_usage(NULL);
+	for (size_t c = 0; c < sizeof(commands) / sizeof(*commands); c++) {
+		if (strcmp(argv[i], commands[c].name) != 0)
+			continue;
+		cli.argc = argc - i - 1;
+		cli.argv = argv + i + 1;
+		return commands[c].fn(&cli);
+	}
+	return cli_usage("unknown command");
+}

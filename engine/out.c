@@ -1,0 +1,533 @@
+/*
+ * out: SMTP delivery under a lease.
+ *
+ * Sending cannot be one transaction with the database, so each batch
+ * goes through three steps:
+ *
+ *  1. claim: quire.delivery_claim leases up to max_recipients due copies
+ *     of one post, with a fresh token (committed, so another runner
+ *     skips them);
+ *  2. send: one SMTP transaction for the batch, or one a recipient for
+ *     VERP (pipelined on the kept connection; one transaction with XVERP
+ *     when the relay offers it);
+ *  3. record: quire.delivery_record stores every recipient's reply,
+ *     durably, but only where the token still matches.
+ *
+ * A crash between 1 and 3 leaves the batch leased; when the lease
+ * expires another runner sends it again.  That is the one case a member
+ * can get a copy twice, and it is bounded by one batch.  Nothing else is
+ * re-sent: finished copies have left the delivery table.
+ *
+ * The process sleeps on LISTEN quire_out and on one timer for the
+ * earliest retry or lease expiry.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/uio.h>
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "buf.h"
+#include "db.h"
+#include "log.h"
+#include "out.h"
+#include "smtp.h"
+#include "verp.h"
+
+#define OUT_MAX_CONNS	16
+
+struct out_msg {
+	long long	 post_id;
+	int		 refs;
+	struct db_res	*res;		/* owns the bytes */
+	struct iovec	 iov[2];	/* header block, body */
+	const char	*bounces;	/* list-bounces@host */
+	const char	*list;
+};
+
+struct out_batch {
+	struct out_slot	*slot;
+	struct out_msg	*msg;
+	char		 token[37];
+	int		 n;
+	long long	*ids;
+	char		**rcpts;
+	char		**senders;	/* VERP envelope senders */
+	int		 verp;
+	struct smtp_txn	*txns;
+	size_t		 ntxns;
+	struct smtp_result *results;
+	struct timespec	 started;
+};
+
+struct out_slot {
+	struct out	*out;
+	struct smtp_conn *conn;
+	struct out_batch *batch;
+};
+
+struct out {
+	const struct out_config *cfg;
+	struct event_base *base;
+	struct db	*db;
+	struct event	*ev_db;
+	struct event	*ev_due;
+	struct out_msg	*cache;
+	struct out_slot	 slots[OUT_MAX_CONNS];
+	int		 nslots;
+	struct smtp_config smtp;
+};
+
+static void	out_pump(struct out *);
+
+static void
+out_token(char t[37])
+{
+	unsigned char	 b[16];
+
+	if (getrandom(b, sizeof(b), 0) != sizeof(b)) {
+		log_error("out_token_failed", "reason=getrandom");
+		abort();
+	}
+	b[6] = (b[6] & 0x0f) | 0x40;
+	b[8] = (b[8] & 0x3f) | 0x80;
+	snprintf(t, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+	    "%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5],
+	    b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+}
+
+static double
+out_ms_since(const struct timespec *t0)
+{
+	struct timespec	 t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (t.tv_sec - t0->tv_sec) * 1e3 + (t.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static void
+out_msg_unref(struct out *o, struct out_msg *m)
+{
+	if (m == NULL || --m->refs > 0)
+		return;
+	if (o->cache == m)
+		o->cache = NULL;
+	db_res_free(m->res);
+	free(m);
+}
+
+/* The bytes of a post, shared by all its batches in flight; the last one
+ * loaded is kept, since a large list's batches come one after another. */
+static struct out_msg *
+out_msg_get(struct out *o, long long post_id)
+{
+	struct db_params p;
+	struct out_msg	*m;
+	char		 id[24];
+	size_t		 raw_len, off;
+
+	if (o->cache != NULL && o->cache->post_id == post_id) {
+		o->cache->refs++;
+		return o->cache;
+	}
+	if ((m = calloc(1, sizeof(*m))) == NULL)
+		return NULL;
+	db_params_init(&p);
+	db_param_int(&p, id, post_id);
+	m->res = db_exec(o->db, "SELECT p.headers, m.raw, p.body_offset,"
+	    "       ls.bounces_address, ls.fqdn_listname"
+	    "  FROM quire.post p JOIN quire.message m ON m.id = p.message_id"
+	    "  JOIN quire.list_settings ls ON ls.id = p.list_id"
+	    " WHERE p.id = $1 AND p.headers IS NOT NULL", &p, DB_BINARY);
+	if (m->res == NULL || db_res_rows(m->res) != 1) {
+		db_res_free(m->res);
+		free(m);
+		return NULL;
+	}
+	raw_len = db_res_length(m->res, 0, 1);
+	off = (size_t)db_res_int(m->res, 0, 2);
+	if (off > raw_len)
+		off = raw_len;
+	m->post_id = post_id;
+	m->iov[0].iov_base = (void *)db_res_value(m->res, 0, 0);
+	m->iov[0].iov_len = db_res_length(m->res, 0, 0);
+	m->iov[1].iov_base = (char *)db_res_value(m->res, 0, 1) + off;
+	m->iov[1].iov_len = raw_len - off;
+	m->bounces = db_res_value(m->res, 0, 3);
+	m->list = db_res_value(m->res, 0, 4);
+	if (o->cache != NULL)
+		out_msg_unref(o, o->cache);
+	o->cache = m;
+	m->refs = 2;		/* the cache's and the caller's */
+	return m;
+}
+
+static void
+out_batch_free(struct out *o, struct out_batch *b)
+{
+	for (int i = 0; i < b->n; i++) {
+		free(b->rcpts[i]);
+		if (b->senders)
+			free(b->senders[i]);
+	}
+	free(b->ids);
+	free(b->rcpts);
+	free(b->senders);
+	free(b->txns);
+	free(b->results);
+	out_msg_unref(o, b->msg);
+	free(b);
+}
+
+/* The SMTP transactions of a batch: one for all, or one each (VERP). */
+static int
+out_batch_txns(struct out_batch *b, int xverp)
+{
+	struct out_msg	*m = b->msg;
+	char		 v[1024];
+
+	b->results = calloc(b->n, sizeof(*b->results));
+	b->ntxns = b->verp && !xverp ? (size_t)b->n : 1;
+	b->txns = calloc(b->ntxns, sizeof(*b->txns));
+	if (b->results == NULL || b->txns == NULL)
+		return -1;
+	if (b->ntxns == 1) {
+		b->txns[0].mail_from = m->bounces;
+		b->txns[0].xverp = b->verp && xverp;
+		b->txns[0].rcpts = (const char **)b->rcpts;
+		b->txns[0].nrcpts = b->n;
+		b->txns[0].data = m->iov;
+		b->txns[0].ndata = 2;
+		b->txns[0].results = b->results;
+		return 0;
+	}
+	if ((b->senders = calloc(b->n, sizeof(char *))) == NULL)
+		return -1;
+	for (int i = 0; i < b->n; i++) {
+		if (verp_encode(m->bounces, b->rcpts[i], v, sizeof(v)) < 0)
+			snprintf(v, sizeof(v), "%s", m->bounces);
+		if ((b->senders[i] = strdup(v)) == NULL)
+			return -1;
+		b->txns[i].mail_from = b->senders[i];
+		b->txns[i].rcpts = (const char **)&b->rcpts[i];
+		b->txns[i].nrcpts = 1;
+		b->txns[i].data = m->iov;
+		b->txns[i].ndata = 2;
+		b->txns[i].results = &b->results[i];
+	}
+	return 0;
+}
+
+static struct out_batch *
+out_claim(struct out *o)
+{
+	struct db_params p;
+	struct db_res	*r;
+	struct out_batch *b;
+	char		 lease[32];
+	int		 n;
+
+	if ((b = calloc(1, sizeof(*b))) == NULL)
+		return NULL;
+	out_token(b->token);
+	snprintf(lease, sizeof(lease), "%d seconds", o->cfg->lease);
+	db_params_init(&p);
+	db_param_text(&p, b->token);
+	db_param_text(&p, lease);
+	db_param_text(&p, o->cfg->appname);
+	r = db_exec(o->db, "SELECT id, post_id, email, verp::int"
+	    "  FROM quire.delivery_claim($1, $2, $3)", &p, DB_TEXT);
+	if (r == NULL || (n = db_res_rows(r)) == 0) {
+		if (r == NULL)
+			log_warn("out_claim_failed", "reason=%s",
+			    log_q(db_error(o->db)));
+		db_res_free(r);
+		free(b);
+		return NULL;
+	}
+	b->n = n;
+	b->ids = calloc(n, sizeof(*b->ids));
+	b->rcpts = calloc(n, sizeof(*b->rcpts));
+	for (int i = 0; b->ids && b->rcpts && i < n; i++) {
+		b->ids[i] = db_res_int(r, i, 0);
+		b->rcpts[i] = strdup(db_res_value(r, i, 2));
+	}
+	b->verp = db_res_value(r, 0, 3)[0] == '1';
+	b->msg = out_msg_get(o, db_res_int(r, 0, 1));
+	if (b->msg == NULL)
+		log_error("out_message_missing", "post=%s reason=%s",
+		    db_res_value(r, 0, 1), log_q(db_error(o->db)));
+	db_res_free(r);
+	clock_gettime(CLOCK_MONOTONIC, &b->started);
+	return b;
+}
+
+static int
+out_array_text(struct buf *ids, struct buf *codes, struct buf *replies,
+    const struct out_batch *b)
+{
+	int	 rc = 0;
+
+	rc |= buf_adds(ids, "{");
+	rc |= buf_adds(codes, "{");
+	rc |= buf_adds(replies, "{");
+	for (int i = 0; i < b->n; i++) {
+		char text[sizeof(b->results[i].text)];
+
+		snprintf(text, sizeof(text), "%s", b->results[i].text);
+		text_clean(text);
+		rc |= buf_addf(ids, "%s%lld", i ? "," : "", b->ids[i]);
+		rc |= buf_addf(codes, "%s%d", i ? "," : "",
+		    b->results[i].code);
+		rc |= buf_adds(replies, i ? ",\"" : "\"");
+		for (char *c = text; *c; c++) {
+			if (*c == '"' || *c == '\\')
+				rc |= buf_adds(replies, "\\");
+			rc |= buf_add(replies, c, 1);
+		}
+		rc |= buf_adds(replies, "\"");
+	}
+	rc |= buf_adds(ids, "}");
+	rc |= buf_adds(codes, "}");
+	rc |= buf_adds(replies, "}");
+	return rc ? -1 : 0;
+}
+
+static void
+out_record(struct out *o, struct out_batch *b)
+{
+	struct buf	 ids = { 0 }, codes = { 0 }, replies = { 0 };
+	struct db_params p;
+	struct db_res	*r = NULL;
+	char		 base[32], max[32], giveup[32];
+
+	snprintf(base, sizeof(base), "%d seconds", o->cfg->retry_base);
+	snprintf(max, sizeof(max), "%d seconds", o->cfg->retry_max);
+	snprintf(giveup, sizeof(giveup), "%d seconds", o->cfg->give_up);
+	if (out_array_text(&ids, &codes, &replies, b) == 0) {
+		db_params_init(&p);
+		db_param_text(&p, b->token);
+		db_param_text(&p, ids.p);
+		db_param_text(&p, codes.p);
+		db_param_text(&p, replies.p);
+		db_param_text(&p, o->cfg->appname);
+		db_param_text(&p, base);
+		db_param_text(&p, max);
+		db_param_text(&p, giveup);
+		r = db_exec(o->db, "SELECT * FROM quire.delivery_record($1,"
+		    " $2, $3, $4, $5, $6, $7, $8)", &p, DB_TEXT);
+	}
+	if (r == NULL) {
+		/* The lease runs out and the batch is sent again. */
+		log_error("delivery_unrecorded", "post=%lld rcpts=%d reason=%s",
+		    b->msg->post_id, b->n, log_q(db_error(o->db)));
+	} else {
+		log_info("delivery_batch", "post=%lld list=%s rcpts=%d "
+		    "txns=%zu verp=%d sent=%s deferred=%s bounced=%s "
+		    "expired=%s stale=%s reply=%s ms=%.1f", b->msg->post_id,
+		    b->msg->list, b->n, b->ntxns, b->verp,
+		    db_res_value(r, 0, 0), db_res_value(r, 0, 1),
+		    db_res_value(r, 0, 2), db_res_value(r, 0, 3),
+		    db_res_value(r, 0, 4), log_q(b->results[0].text),
+		    out_ms_since(&b->started));
+		if (atoi(db_res_value(r, 0, 4)) > 0)
+			log_warn("delivery_lease_lost", "post=%lld stale=%s",
+			    b->msg->post_id, db_res_value(r, 0, 4));
+	}
+	db_res_free(r);
+	buf_free(&ids);
+	buf_free(&codes);
+	buf_free(&replies);
+}
+
+static void
+out_on_sent(void *arg, struct smtp_txn *txns, size_t ntxns)
+{
+	struct out_slot	*s = arg;
+	struct out	*o = s->out;
+	struct out_batch *b = s->batch;
+
+	(void)txns;
+	(void)ntxns;
+	s->batch = NULL;
+	if (!db_ok(o->db)) {
+		db_close(o->db);
+		o->db = NULL;
+	}
+	if (o->db != NULL)
+		out_record(o, b);
+	else
+		log_error("delivery_unrecorded", "post=%lld rcpts=%d "
+		    "reason=\"database connection lost\"", b->msg->post_id,
+		    b->n);
+	out_batch_free(o, b);
+	out_pump(o);
+}
+
+static void
+out_release_unsendable(struct out *o, struct out_batch *b)
+{
+	/* Without the message we cannot send; let the lease run out so the
+	 * copies are retried rather than lost. */
+	log_error("out_batch_skipped", "rcpts=%d token=%s", b->n, b->token);
+	out_batch_free(o, b);
+}
+
+static int
+out_start(struct out *o, struct out_slot *s)
+{
+	struct out_batch *b = out_claim(o);
+	int		 xverp;
+
+	if (b == NULL)
+		return 0;
+	if (b->msg == NULL || b->ids == NULL || b->rcpts == NULL) {
+		out_release_unsendable(o, b);
+		return 0;
+	}
+	xverp = smtp_conn_connected(s->conn) && smtp_conn_has_xverp(s->conn);
+	if (out_batch_txns(b, xverp) == -1) {
+		out_release_unsendable(o, b);
+		return 0;
+	}
+	b->slot = s;
+	s->batch = b;
+	if (smtp_conn_send(s->conn, b->txns, b->ntxns, out_on_sent, s) == -1) {
+		log_error("smtp_send_failed", "post=%lld", b->msg->post_id);
+		s->batch = NULL;
+		out_batch_free(o, b);
+		return 0;
+	}
+	return 1;
+}
+
+static void
+out_arm_timer(struct out *o)
+{
+	struct db_res	*r;
+	struct timeval	 tv;
+	double		 due;
+
+	evtimer_del(o->ev_due);
+	r = db_exec(o->db, "SELECT quire.delivery_next_due()", NULL, DB_TEXT);
+	if (r == NULL)
+		return;
+	if (!db_res_isnull(r, 0, 0)) {
+		due = strtod(db_res_value(r, 0, 0), NULL);
+		/* Due but not claimable: another runner is claiming it. */
+		if (due <= 0)
+			due = 0.5;
+		tv.tv_sec = (long)due;
+		tv.tv_usec = (long)((due - (double)tv.tv_sec) * 1e6) + 1000;
+		evtimer_add(o->ev_due, &tv);
+	}
+	db_res_free(r);
+}
+
+static void	out_on_db(evutil_socket_t, short, void *);
+
+static void
+out_connect(struct out *o)
+{
+	static const char *const chan[] = { "quire_out" };
+
+	if (o->ev_db != NULL) {
+		event_free(o->ev_db);
+		o->ev_db = NULL;
+	}
+	db_close(o->db);
+	for (;;) {
+		o->db = db_connect_retry(o->cfg->conninfo, o->cfg->appname,
+		    NULL);
+		if (db_listen(o->db, chan, 1) == 0)
+			break;
+		db_close(o->db);
+	}
+	o->ev_db = event_new(o->base, db_socket(o->db), EV_READ | EV_PERSIST,
+	    out_on_db, o);
+	event_add(o->ev_db, NULL);
+	log_info("runner_ready", "app=%s", log_q(o->cfg->appname));
+}
+
+/* Fill every idle connection with a batch, then sleep until the next
+ * notification, completion or due time. */
+static void
+out_pump(struct out *o)
+{
+	int	 idle = 0;
+
+	if (o->db == NULL || !db_ok(o->db))
+		out_connect(o);
+	for (int i = 0; i < o->nslots; i++) {
+		struct out_slot *s = &o->slots[i];
+
+		if (s->batch != NULL)
+			continue;
+		if (!out_start(o, s)) {
+			idle = 1;
+			break;
+		}
+	}
+	if (!db_ok(o->db)) {
+		log_warn("runner_db_lost", "reason=%s", log_q(db_error(o->db)));
+		out_connect(o);
+		idle = 1;
+	}
+	if (idle)
+		out_arm_timer(o);
+}
+
+static void
+out_on_db(evutil_socket_t fd, short what, void *arg)
+{
+	struct out	*o = arg;
+
+	(void)fd;
+	(void)what;
+	if (db_notifications(o->db) == -1) {
+		log_warn("runner_db_lost", "reason=%s", log_q(db_error(o->db)));
+		out_connect(o);
+	}
+	out_pump(o);
+}
+
+static void
+out_on_due(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	out_pump(arg);
+}
+
+int
+out_main(const struct out_config *cfg)
+{
+	struct out	 o;
+
+	memset(&o, 0, sizeof(o));
+	o.cfg = cfg;
+	if ((o.base = event_base_new()) == NULL)
+		return -1;
+	o.smtp.host = cfg->relay_host;
+	o.smtp.port = cfg->relay_port;
+	o.smtp.helo = cfg->helo;
+	o.smtp.connect_timeout = cfg->smtp_timeout;
+	o.smtp.reply_timeout = cfg->smtp_timeout;
+	o.smtp.data_timeout = cfg->smtp_timeout * 2;
+	o.nslots = cfg->connections < 1 ? 1 :
+	    cfg->connections > OUT_MAX_CONNS ? OUT_MAX_CONNS : cfg->connections;
+	for (int i = 0; i < o.nslots; i++) {
+		o.slots[i].out = &o;
+		o.slots[i].conn = smtp_conn_new(o.base, &o.smtp);
+		if (o.slots[i].conn == NULL)
+			return -1;
+	}
+	o.ev_due = evtimer_new(o.base, out_on_due, &o);
+	out_connect(&o);
+	out_pump(&o);
+	event_base_dispatch(o.base);
+	return -1;
+}

@@ -1,0 +1,24 @@
+/*
+ * out: the outgoing runner, from delivery rows to the relay.
+ */
+#ifndef QUIRE_OUT_H
+#define QUIRE_OUT_H
+
+struct out_config {
+	const char	*conninfo;
+	const char	*appname;
+	const char	*relay_host;
+	int		 relay_port;
+	const char	*helo;
+	int		 connections;	/* kept SMTP connections */
+	int		 lease;		/* seconds a batch may be in flight */
+	int		 retry_base;	/* seconds before the first retry */
+	int		 retry_max;	/* longest wait between retries */
+	int		 give_up;	/* seconds after which 4xx is final */
+	int		 smtp_timeout;	/* seconds per reply */
+};
+
+/* Runs until killed; returns only on a fatal error. */
+int	out_main(const struct out_config *);
+
+#endif
