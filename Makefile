@@ -72,13 +72,21 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libquire.a
 check-units: $(UNIT_BIN)
 	@tools/run-units $(UNIT_BIN)
 
-check: all units
+# The set-up first (packages), then the build, so that a fresh machine
+# needs nothing but these targets.
+check:
+	@tools/deps
+	@$(MAKE) --no-print-directory all units
 	@tools/check $(BUILD)
 
-run: all
+run:
+	@tools/deps
+	@$(MAKE) --no-print-directory all
 	@tools/run-demo $(BUILD)
 
-bench: all
+bench:
+	@tools/deps
+	@$(MAKE) --no-print-directory all
 	@tools/bench $(BUILD)
 
 deps:

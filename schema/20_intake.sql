@@ -87,7 +87,7 @@ CREATE OR REPLACE FUNCTION quire.accept(raw bytea, envelope_from text,
 RETURNS TABLE (recipient_index integer, post_id bigint, duplicate boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
-	digest	bytea := sha256(raw);
+	msg_digest bytea := sha256(raw);
 	msg	bigint;
 	pid	bigint;
 BEGIN
@@ -97,7 +97,7 @@ BEGIN
 		-- landed; the same bytes to the same list are that retry.
 		SELECT p.id INTO pid FROM quire.post p
 		 WHERE p.list_id = list_ids[i]
-		   AND p.subaddress = subaddresses[i] AND p.digest = accept.digest;
+		   AND p.subaddress = subaddresses[i] AND p.digest = msg_digest;
 		IF pid IS NOT NULL THEN
 			post_id := pid;
 			duplicate := true;
@@ -112,7 +112,7 @@ BEGIN
 		INSERT INTO quire.post (message_id, list_id, subaddress,
 		    recipient, digest)
 		VALUES (msg, list_ids[i], subaddresses[i], recipients[i],
-		    accept.digest)
+		    msg_digest)
 		ON CONFLICT DO NOTHING
 		RETURNING id INTO pid;
 		IF pid IS NULL THEN
@@ -120,7 +120,7 @@ BEGIN
 			SELECT p.id INTO pid FROM quire.post p
 			 WHERE p.list_id = list_ids[i]
 			   AND p.subaddress = subaddresses[i]
-			   AND p.digest = accept.digest;
+			   AND p.digest = msg_digest;
 			duplicate := true;
 		ELSE
 			INSERT INTO quire.queue (post_id, stage)
