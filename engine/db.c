@@ -484,8 +484,13 @@ db_async_fail_all(struct db *db, const char *why)
 }
 
 static void
-db_async_drop(struct db *db, const char *why)
+db_async_drop(struct db *db, const char *reason)
 {
+	char	 why[512];
+
+	/* The reason may live in the connection about to be freed. */
+	snprintf(why, sizeof(why), "%s", reason);
+	db_set_error(db, why, NULL);
 	if (db->ev_read)
 		event_free(db->ev_read);
 	if (db->ev_write)
@@ -495,10 +500,9 @@ db_async_drop(struct db *db, const char *why)
 		PQfinish(db->conn);
 	db->conn = NULL;
 	db->state = DB_DOWN;
-	snprintf(db->error, sizeof(db->error), "%s", why);
 	log_warn("db_disconnected", "app=%s reason=%s", log_q(db->appname),
-	    log_q(why));
-	db_async_fail_all(db, why);
+	    log_q(db->error));
+	db_async_fail_all(db, db->error);
 	/* Reconnect with backoff: 100 ms doubling to 5 s. */
 	db->backoff_ms = db->backoff_ms ? db->backoff_ms * 2 : 100;
 	if (db->backoff_ms > 5000)
