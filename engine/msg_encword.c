@@ -558,10 +558,16 @@ ew_encode_words(const char *s, size_t n, size_t used, const char *eol,
 char *
 msg_encword_encode(const char *utf8, size_t used, const char *eol)
 {
-	struct ew_out	 clean = { 0 }, out = { 0 };
-
 	if (ew_is_plain(utf8))
 		return strdup(utf8);
+	return msg_encword_encode_all(utf8, used, eol);
+}
+
+char *
+msg_encword_encode_all(const char *utf8, size_t used, const char *eol)
+{
+	struct ew_out	 clean = { 0 }, out = { 0 };
+
 	ew_put_utf8(&clean, utf8, strlen(utf8), 0);
 	if (clean.oom) {
 		buf_free(&clean.b);

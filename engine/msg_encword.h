@@ -37,4 +37,10 @@ char	*msg_encword_decode(const char *value);
  * NULL separates the words with a single space.  NULL on ENOMEM. */
 char	*msg_encword_encode(const char *utf8, size_t used, const char *eol);
 
+/* As msg_encword_encode, but always as encoded words, even for printable
+ * ASCII (e.g. text holding "=?", which a reader would try to decode);
+ * "" stays "".  malloc'd, NULL on ENOMEM. */
+char	*msg_encword_encode_all(const char *utf8, size_t used,
+	    const char *eol);
+
 #endif

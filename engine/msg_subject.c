@@ -235,7 +235,33 @@ subj_fold_plain(const char *s, size_t n, size_t col, const char *eol,
 }
 
 /*
- * The value as it goes on the wire: plain when printable ASCII, else the
+ * Index of the first byte that cannot go out plain: one outside printable
+ * ASCII, or the "=?" of text that a reader would decode (the subject's
+ * own decoding can yield it), which must go out encoded to stay text.
+ */
+static int
+subj_first_bad(const char *s, size_t *bad)
+{
+	const char	*ew;
+	char		*dec;
+	size_t		 i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if ((s[i] < ' ' || s[i] > '~') && s[i] != '\t')
+			break;
+	*bad = i;
+	if ((ew = strstr(s, "=?")) == NULL || (size_t)(ew - s) >= i)
+		return 0;
+	if ((dec = msg_encword_decode(s)) == NULL)
+		return -1;
+	if (strcmp(dec, s) != 0)
+		*bad = (size_t)(ew - s);
+	free(dec);
+	return 0;
+}
+
+/*
+ * The value as it goes on the wire: plain when it can be, else the
  * leading plain words (the prefix, "Re:") kept as they are and the rest
  * as encoded words.  An encoded word must follow whitespace, so the
  * plain part ends at the last whitespace before the first byte that
@@ -249,9 +275,8 @@ subj_render(const char *s, const char *eol)
 	char		*enc;
 	int		 rc;
 
-	for (bad = 0; s[bad] != '\0'; bad++)
-		if ((s[bad] < ' ' || s[bad] > '~') && s[bad] != '\t')
-			break;
+	if (subj_first_bad(s, &bad) != 0)
+		return NULL;
 	if (s[bad] == '\0') {
 		rc = subj_fold_plain(s, bad, SUBJ_USED, eol, &out, &col);
 		return rc == 0 ? out.p : (buf_free(&out), NULL);
@@ -259,7 +284,7 @@ subj_render(const char *s, const char *eol)
 	for (w = bad; w > 0 && !subj_is_ws(s[w - 1]); w--)
 		;
 	if (w == 0)
-		return msg_encword_encode(s, SUBJ_USED, eol);
+		return msg_encword_encode_all(s, SUBJ_USED, eol);
 	for (ws = w; ws > 0 && subj_is_ws(s[ws - 1]); ws--)
 		;
 	rc = subj_fold_plain(s, ws, SUBJ_USED, eol, &out, &col);
@@ -270,7 +295,8 @@ subj_render(const char *s, const char *eol)
 	}
 	rc |= buf_add(&out, s + ws, w - ws);
 	col += w - ws;
-	if (rc != 0 || (enc = msg_encword_encode(s + w, col, eol)) == NULL) {
+	if (rc != 0 ||
+	    (enc = msg_encword_encode_all(s + w, col, eol)) == NULL) {
 		buf_free(&out);
 		return NULL;
 	}

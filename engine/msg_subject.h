@@ -24,7 +24,8 @@
  * markers are matched in any case.  The rest is trimmed, and "(no
  * subject)" follows "Re: " when only markers were left.  `stripped' is
  * that "Re: rest" text.  The result is plain, folded at whitespace to 78
- * columns, when it is printable ASCII; otherwise its leading plain words
+ * columns, when it is printable ASCII and holds no encoded word a reader
+ * would decode (decoding can yield one); otherwise its leading plain words
  * (normally the prefix and "Re:") stay plain and the rest becomes UTF-8
  * encoded words (msg_encword_encode).  `eol' NULL: no folding.  A NULL
  * or blank prefix leaves the subject alone (Mailman skips the handler):

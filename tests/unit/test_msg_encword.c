@@ -153,6 +153,15 @@ test_encode_table(void **state)
 	char	*s;
 
 	(void)state;
+	s = msg_encword_encode_all("abc", 9, "\r\n");
+	assert_string_equal(s, "=?utf-8?q?abc?=");
+	free(s);
+	s = msg_encword_encode_all("=?x?q?y?=", 9, "\r\n");
+	assert_string_equal(s, "=?utf-8?b?PT94P3E/eT89?=");
+	free(s);
+	s = msg_encword_encode_all("", 9, "\r\n");
+	assert_string_equal(s, "");
+	free(s);
 	for (i = 0; i < sizeof(enc_cases) / sizeof(enc_cases[0]); i++) {
 		const struct enc_case *c = &enc_cases[i];
 

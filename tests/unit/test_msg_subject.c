@@ -69,6 +69,10 @@ static const struct subj_case subj_cases[] = {
 	{ "=?utf-8?q?abc", B, 1, B "=?utf-8?q?abc", "=?utf-8?q?abc" },
 	{ "=?x-unknown?q?abc?=", B, 1, B "=?x-unknown?q?abc?=",
 	  "=?x-unknown?q?abc?=" },
+	/* decoding yields text a reader would decode again: encode it */
+	{ "hi =?utf-8?q?=3D=3Futf-8=3Fq=3Fx=3F=3D?=", B, 1,
+	  B "hi =?utf-8?b?PT91dGYtOD9xP3g/PQ==?=", "hi =?utf-8?q?x?=" },
+	{ "=?utf-8?q?a?= =?x?q?b?=", B, 1, B "a =?x?q?b?=", "a =?x?q?b?=" },
 	/* CR or LF in a value must not start a new header line */
 	{ "a\r\nb", B, 1, B "=?utf-8?q?a=0D=0Ab?=", "a\r\nb" },
 	{ "=?utf-8?q?a=0D=0Ab?=", B, 1, B "a  b", "a  b" },
