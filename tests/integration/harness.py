@@ -96,10 +96,10 @@ def quire(db, *args, check=True, input=None):
 class Sink:
     """The project's SMTP sink, writing each copy under a directory."""
 
-    def __init__(self, *extra):
+    def __init__(self, *extra, port=0):
         self.dir = tempfile.mkdtemp(prefix="quire-sink-")
         self.proc = subprocess.Popen(
-            [SINK, "--port", "0", "--dir", self.dir] + list(extra),
+            [SINK, "--port", str(port), "--dir", self.dir] + list(extra),
             stdout=subprocess.PIPE, stderr=open(
                 os.path.join(self.dir, "sink.log"), "wb"))
         line = self.proc.stdout.readline().decode()

@@ -1,0 +1,321 @@
+"""A post from LMTP to every member over SMTP, on a real database."""
+import os
+import subprocess
+import unittest
+
+from harness import (EngineTest, LMTP, Sink, crlf, headers_of, quire,
+                     split_message, wait_for)
+
+MEMBERS = ["anne@example.com", "bob@example.net", "carol@example.org"]
+
+POST = crlf(b"""From: Anne Person <anne@example.com>
+To: bench@example.org
+Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?= from the list
+Date: Fri, 04 Dec 2026 10:00:00 +0000
+Message-ID: <post-1@example.com>
+X-Folded: one
+  two
+List-Id: <forged.example.net>
+Approved: secret
+
+First line
+.starts with a dot
+From the start of a line
+\x80 eight bit \xff
+""")
+
+
+class DeliveryTest(EngineTest):
+
+    def setUp(self):
+        super().setUp()
+        self.make_list("bench@example.org", MEMBERS, ["owner@example.org"])
+        self.start_engine()
+
+    def post(self, data, rcpts=("bench@example.org",),
+             sender="anne@example.com"):
+        c = LMTP(self.engine.lmtp_port)
+        try:
+            return c.send(sender, list(rcpts), data)
+        finally:
+            c.close()
+
+    def test_every_member_gets_exactly_one_copy(self):
+        codes, replies = self.post(POST)
+        self.assertEqual(codes, [250])
+        self.assertEqual(len(replies), 1)
+        self.assertTrue(replies[0].startswith("250 2.0.0 Queued as post "))
+        copies = self.wait_copies(3)
+        self.assertEqual(sorted(c["rcpt"] for c in copies), sorted(MEMBERS))
+        self.assertEqual({c["mail_from"] for c in copies},
+                         {"bench-bounces@example.org"})
+        in_head, in_body = split_message(POST)
+        for c in copies:
+            head, body = split_message(self.sink.message(c))
+            self.assertEqual(body, in_body)
+            self.assertEqual(headers_of(head), [
+                ("From", "Anne Person <anne@example.com>"),
+                ("To", "bench@example.org"),
+                ("Subject", "[Bench] =?utf-8?q?Gr=C3=BC=C3=9Fe_from_the_list?="),
+                ("Date", "Fri, 04 Dec 2026 10:00:00 +0000"),
+                ("Message-ID", "<post-1@example.com>"),
+                ("X-Folded", "one two"),
+                ("X-BeenThere", "bench@example.org"),
+                ("Precedence", "list"),
+                ("List-Help",
+                 "<mailto:bench-request@example.org?subject=help>"),
+                ("List-Id", "<bench.example.org>"),
+                ("List-Owner", "<mailto:bench-owner@example.org>"),
+                ("List-Post", "<mailto:bench@example.org>"),
+                ("List-Subscribe", "<mailto:bench-join@example.org>"),
+                ("List-Unsubscribe", "<mailto:bench-leave@example.org>"),
+            ])
+            # Unchanged fields keep their bytes, folding included.
+            self.assertIn(b"X-Folded: one\r\n  two\r\n", head)
+        # Nothing arrives twice.
+        self.assertEqual(len(self.sink.index()), 3)
+        rows = self.db.query(
+            "SELECT email, outcome, code FROM quire.deliveries "
+            "ORDER BY email")
+        self.assertEqual(rows, [[m, "sent", "250"] for m in sorted(MEMBERS)])
+
+    def test_reply_is_sent_after_commit(self):
+        codes, replies = self.post(POST)
+        post_id = replies[0].rsplit(" ", 1)[1]
+        # The 250 came after COMMIT, so the row is visible at once.
+        self.assertEqual(self.db.scalar(
+            "SELECT length(m.raw) FROM quire.post p JOIN quire.message m "
+            "ON m.id = p.message_id WHERE p.id = :'v1'", post_id),
+            str(len(POST)))
+
+    def test_retried_delivery_is_not_posted_twice(self):
+        _, first = self.post(POST)
+        self.wait_copies(3)
+        _, second = self.post(POST)
+        self.assertEqual(second[0], "250 2.0.0 Already queued as post " +
+                         first[0].rsplit(" ", 1)[1])
+        self.assertEqual(self.db.scalar("SELECT count(*) FROM quire.post"),
+                         "1")
+        self.assertEqual(len(self.sink.index()), 3)
+
+    def test_unknown_list_and_subaddresses(self):
+        rcpts = ["nosuch@example.org", "bench@nowhere.example",
+                 "bench-bounces@example.org", "bench-request@example.org",
+                 "bench-owner@example.org", "bench-join@example.org",
+                 "bench-subscribe@example.org", "bench-leave@example.org",
+                 "bench-unsubscribe@example.org",
+                 "bench-confirm+abc123@example.org",
+                 "bench-bogus@example.org", "BENCH@Example.ORG"]
+        codes, replies = self.post(POST, rcpts)
+        self.assertEqual(codes, [550, 550] + [250] * 8 + [550, 250])
+        self.assertEqual(len(replies), 9)
+        rows = self.db.query(
+            "SELECT p.subaddress, q.stage, p.recipient FROM quire.post p "
+            "LEFT JOIN quire.queue q ON q.post_id = p.id "
+            "WHERE p.subaddress <> 'post' ORDER BY p.id")
+        self.assertEqual(rows, [
+            ["bounces", "bounces", "bench-bounces@example.org"],
+            ["request", "command", "bench-request@example.org"],
+            ["owner", "", "bench-owner@example.org"],
+            ["join", "command", "bench-join@example.org"],
+            ["leave", "command", "bench-leave@example.org"],
+            ["confirm", "command", "bench-confirm+abc123@example.org"],
+        ])
+        self.assertIn("event=lmtp_rcpt_unknown", self.engine.log_text())
+
+    def test_nonmember_post_is_held_with_reason(self):
+        data = POST.replace(b"Anne Person <anne@example.com>",
+                            b"<stranger@example.com>")
+        data = data.replace(b"post-1@", b"post-2@")
+        self.post(data, sender="stranger@example.com")
+        row = wait_for("the held post", lambda: self.db.query(
+            "SELECT sender, reason FROM quire.held"))
+        self.assertEqual(row, [["stranger@example.com",
+                                "moderated by nonmember "
+                                "stranger@example.com"]])
+        self.assertIn("event=post_held", self.engine.log_text())
+        self.assertEqual(self.sink.index(), [])
+
+    def test_owner_mail_goes_to_owners_with_verp(self):
+        self.post(POST, ["bench-owner@example.org"])
+        copies = self.wait_copies(1)
+        self.assertEqual([(c["rcpt"], c["mail_from"]) for c in copies], [
+            ("owner@example.org",
+             "bench-bounces+owner=example.org@example.org")])
+        # Owner mail is not decorated.
+        self.assertEqual(self.sink.message(copies[0]), POST)
+
+    def test_one_transaction_to_two_lists(self):
+        self.make_list("other@example.org", ["dave@example.com"])
+        codes, replies = self.post(POST, ["bench@example.org",
+                                          "other@example.org"])
+        self.assertEqual(codes, [250, 250])
+        self.assertEqual(len(replies), 2)
+        copies = self.wait_copies(4)
+        self.assertEqual(sorted(c["rcpt"] for c in copies),
+                         sorted(MEMBERS + ["dave@example.com"]))
+        self.assertEqual(self.db.scalar(
+            "SELECT count(*) FROM quire.message"), "1")
+
+
+class BatchTest(EngineTest):
+    members = ["m%d@example.com" % i for i in range(5)]
+
+    def setUp(self):
+        super().setUp()
+        self.make_list("bench@example.org", self.members)
+
+    def test_recipients_per_transaction(self):
+        quire(self.db, "list", "set", "bench@example.org",
+              "max_recipients", "2")
+        self.start_engine()
+        c = LMTP(self.engine.lmtp_port)
+        c.send("m0@example.com", ["bench@example.org"], crlf(
+            b"From: m0@example.com\nSubject: x\n\nbody\n"))
+        c.close()
+        self.wait_copies(5)
+        batches = [l for l in self.engine.log_text().splitlines()
+                   if "event=delivery_batch" in l]
+        self.assertEqual(sorted(int(l.split(" rcpts=")[1].split()[0])
+                                for l in batches), [1, 2, 2])
+
+    def test_verp_one_transaction_per_recipient(self):
+        quire(self.db, "list", "set", "bench@example.org",
+              "verp_delivery_interval", "1")
+        self.start_engine()
+        c = LMTP(self.engine.lmtp_port)
+        c.send("m0@example.com", ["bench@example.org"], crlf(
+            b"From: m0@example.com\nSubject: x\n\nbody\n"))
+        c.close()
+        copies = self.wait_copies(5)
+        self.assertEqual(sorted((c["rcpt"], c["mail_from"]) for c in copies),
+                         [("m%d@example.com" % i,
+                           "bench-bounces+m%d=example.com@example.org" % i)
+                          for i in range(5)])
+
+
+class XverpTest(EngineTest):
+    sink_args = ("--xverp",)
+
+    def test_xverp_when_the_relay_offers_it(self):
+        self.make_list("bench@example.org", ["a@example.com",
+                                             "b@example.com"])
+        quire(self.db, "list", "set", "bench@example.org",
+              "verp_delivery_interval", "1")
+        self.start_engine()
+        for i in range(2):
+            c = LMTP(self.engine.lmtp_port)
+            c.send("a@example.com", ["bench@example.org"], crlf(
+                b"From: a@example.com\nSubject: %d\n\nbody\n" % i))
+            c.close()
+            self.wait_copies(2 * (i + 1))
+        # The first batch learns the relay's keywords; later ones use
+        # XVERP: one transaction for both recipients.
+        batches = [l for l in self.engine.log_text().splitlines()
+                   if "event=delivery_batch" in l]
+        self.assertIn("txns=1 verp=1", batches[-1])
+        copies = self.sink.index()[-2:]
+        self.assertEqual(sorted(c["mail_from"] for c in copies), [
+            "bench-bounces+a=example.com@example.org",
+            "bench-bounces+b=example.com@example.org"])
+
+
+class RelayAnswersTest(EngineTest):
+    sink_args = ("--reply-rcpt", "tempfail=451", "--reply-rcpt",
+                 "reject=550")
+    engine_args = ("--retry-base", "1", "--retry-max", "1")
+
+    def test_temporary_and_permanent_failures(self):
+        self.make_list("bench@example.org", [
+            "ok@example.com", "tempfail@example.com", "reject@example.com"])
+        self.start_engine()
+        c = LMTP(self.engine.lmtp_port)
+        c.send("ok@example.com", ["bench@example.org"], crlf(
+            b"From: ok@example.com\nSubject: x\n\nbody\n"))
+        c.close()
+        copies = self.wait_copies(1)
+        self.assertEqual([c["rcpt"] for c in copies], ["ok@example.com"])
+        bounce = wait_for("the bounce event", lambda: self.db.query(
+            "SELECT email, code FROM quire.bounce_event"))
+        self.assertEqual(bounce, [["reject@example.com", "550"]])
+        # Retried with backoff, each answer recorded.
+        wait_for("two deferrals", lambda: int(self.db.scalar(
+            "SELECT count(*) FROM quire.delivery_log WHERE outcome = "
+            "'deferred' AND email = 'tempfail@example.com'")) >= 2)
+        row = self.db.query(
+            "SELECT state, last_code FROM quire.delivery "
+            "WHERE email = 'tempfail@example.com'")
+        self.assertIn(row[0][1], ["451"])
+        self.assertEqual(self.db.scalar(
+            "SELECT count(*) FROM quire.delivery_log WHERE outcome = "
+            "'sent'"), "1")
+
+
+class RelayDownTest(EngineTest):
+    engine_args = ("--retry-base", "1", "--retry-max", "1")
+
+    def test_nothing_lost_while_the_relay_is_down(self):
+        self.make_list("bench@example.org", MEMBERS)
+        self.sink.stop()
+        port = self.sink.port
+        self.start_engine()
+        c = LMTP(self.engine.lmtp_port)
+        codes, _ = c.send("anne@example.com", ["bench@example.org"], POST)
+        c.close()
+        self.assertEqual(codes, [250])
+        wait_for("a deferral", lambda: int(self.db.scalar(
+            "SELECT count(*) FROM quire.delivery_log WHERE outcome = "
+            "'deferred'")) >= 3)
+        self.assertEqual(self.db.scalar(
+            "SELECT count(*) FROM quire.delivery"), "3")
+        self.sink = Sink(port=port)
+        copies = self.wait_copies(3)
+        self.assertEqual(sorted(c["rcpt"] for c in copies), sorted(MEMBERS))
+
+
+class DatabaseDownTest(EngineTest):
+
+    def test_lmtp_answers_451_without_a_database(self):
+        from harness import Engine, free_port
+
+        class Nowhere:
+            conninfo = ("host=127.0.0.1 port=%d dbname=none "
+                        "connect_timeout=1" % free_port())
+        self.engine = Engine(Nowhere, self.sink.port)
+        c = LMTP(self.engine.lmtp_port)
+        codes, replies = c.send("anne@example.com", ["bench@example.org"],
+                                POST)
+        c.close()
+        self.assertEqual(codes, [451])
+        self.assertIn("event=lmtp_rcpt_deferred", self.engine.log_text())
+
+
+class SizeTest(EngineTest):
+
+    def test_size_limits(self):
+        self.make_list("bench@example.org", MEMBERS)
+        quire(self.db, "list", "set", "bench@example.org",
+              "accept_size_limit", "2")
+        quire(self.db, "list", "set", "bench@example.org",
+              "max_message_size", "1")
+        self.start_engine()
+        big = crlf(b"From: anne@example.com\nSubject: big\n\n" +
+                   b"x" * 70 + b"\n") * 40
+        middle = crlf(b"From: anne@example.com\nSubject: mid\n\n" +
+                      (b"y" * 70 + b"\n") * 20)
+        c = LMTP(self.engine.lmtp_port)
+        _, replies = c.send("anne@example.com", ["bench@example.org"], big)
+        self.assertEqual(replies, ["552 5.3.4 Message is larger than this "
+                                   "list accepts"])
+        _, replies = c.send("anne@example.com", ["bench@example.org"],
+                            middle)
+        c.close()
+        self.assertTrue(replies[0].startswith("250 "))
+        row = wait_for("the held post", lambda: self.db.query(
+            "SELECT reason FROM quire.held"))
+        self.assertEqual(row, [["message size 2 KB is over the list's "
+                                "max_message_size of 1 KB"]])
+
+
+if __name__ == "__main__":
+    unittest.main()
