@@ -228,7 +228,8 @@ addr_local_start(const struct addr_toks *t, size_t lo, size_t at)
 	return i;
 }
 
-/* End of the domain that starts after the '@' at `at' (not past `hi'). */
+/* End of the domain that starts after the '@' at `at' (not past `hi'):
+ * one domain literal, or a run of words; never the two mixed. */
 static size_t
 addr_domain_end(const struct addr_toks *t, size_t at, size_t hi)
 {
@@ -236,7 +237,9 @@ addr_domain_end(const struct addr_toks *t, size_t at, size_t hi)
 
 	if (j >= hi || !addr_domain_kind(&t->v[j]))
 		return j;
-	while (j + 1 < hi && addr_domain_kind(&t->v[j + 1]) &&
+	if (t->v[j].kind == ADDR_LITERAL)
+		return j + 1;
+	while (j + 1 < hi && t->v[j + 1].kind == ADDR_WORD &&
 	    addr_joined(&t->v[j], &t->v[j + 1]))
 		j++;
 	return j + 1;

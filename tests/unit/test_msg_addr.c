@@ -69,6 +69,11 @@ static const struct list_case list_cases[] = {
 	{ "a@[192.0.2.1]", 1, { { NULL, "a@[192.0.2.1]" } } },
 	{ "a@[IPv6:ABCD::1]", 1, { { NULL, "a@[ipv6:abcd::1]" } } },
 	{ "a@b.,c@d", 2, { { NULL, "a@b." }, { NULL, "c@d" } } },
+	/* a domain is words or one literal, never both (fuzz finding) */
+	{ "a@b[c]", 1, { { NULL, "a@b" } } },
+	{ "a@[x]y", 1, { { NULL, "a@[x]" } } },
+	{ "?@?B\xff\x11][@", 1, { { NULL, "?@?b\xff\x11]" } } },
+	{ "a@[@]", 1, { { NULL, "a@[@]" } } },
 	{ "a@b,c@d;e@f", 3,
 	  { { NULL, "a@b" }, { NULL, "c@d" }, { NULL, "e@f" } } },
 	{ "a@b,\r\n\tc@d", 2, { { NULL, "a@b" }, { NULL, "c@d" } } },
