@@ -53,13 +53,29 @@ subj_hole_len(const char *p)
 	return p[i] == 'd' ? i + 1 : 0;
 }
 
+/* Does the prefix hold a hole?  "%%" is an escaped '%', so "%%d" has
+ * none. */
 static int
 subj_numbered(const char *prefix)
 {
-	for (; *prefix != '\0'; prefix++)
+	while (*prefix != '\0') {
 		if (subj_hole_len(prefix) > 0)
 			return 1;
+		prefix += prefix[0] == '%' && prefix[1] == '%' ? 2 : 1;
+	}
 	return 0;
+}
+
+/* Width of the hole at p, clamped (atoi would overflow on silly ones). */
+static int
+subj_hole_width(const char *p)
+{
+	int	 w = 0;
+
+	for (p++; subj_is_digit(*p); p++)
+		if (w <= SUBJ_WIDTH_MAX)
+			w = w * 10 + (*p - '0');
+	return w > SUBJ_WIDTH_MAX ? SUBJ_WIDTH_MAX : w;
 }
 
 /* The prefix as it goes on the subject: holes replaced by the number,
@@ -76,9 +92,7 @@ subj_expand(const char *prefix, long number, struct buf *out)
 		return buf_adds(out, prefix);
 	while (*prefix != '\0' && rc == 0) {
 		if ((hole = subj_hole_len(prefix)) > 0) {
-			width = atoi(prefix + 1);
-			if (width > SUBJ_WIDTH_MAX)
-				width = SUBJ_WIDTH_MAX;
+			width = subj_hole_width(prefix);
 			rc = buf_addf(out, prefix[1] == '0' ? "%0*ld" : "%*ld",
 			    width, number);
 			prefix += hole;

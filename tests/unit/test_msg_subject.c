@@ -87,6 +87,10 @@ static const struct subj_case subj_cases[] = {
 	{ "x", "50%% off ", 1, "50%% off x", "x" },
 	{ "[4%] x", "[%d%%] ", 5, "[5%] x", "x" },
 	{ "[4] x", "[%d] ", -3, "[-3] x", "x" },
+	{ "x", "%%d ", 5, "%%d x", "x" },
+	{ "x", "[%%%d] ", 5, "[%5] x", "x" },
+	{ "x", "[%99999999999999999999d] ", 5,
+	  "[                               5] x", "x" },
 	/* non-ASCII prefix: no plain part to keep */
 	{ "hi", "[Gr\xc3\xbc\xc3\x9f" "e] ", 1, "=?utf-8?b?W0dyw7zDn2VdIGhp?=",
 	  "hi" },
