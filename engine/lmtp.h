@@ -17,7 +17,7 @@
  * inside the callback or any time later.  The process must ignore SIGPIPE
  * (a client may close while a reply is being written).
  *
- * Memory per connection is bounded by about 40 KiB of buffers and state,
+ * Memory per connection is bounded by about 50 KiB of buffers and state,
  * plus max_size (the message), plus max_rcpts * 2 KiB (addresses and
  * replies); see lmtp_server.c.  The session core below is what the server
  * drives; it has no socket and no event base, so tests and the fuzzer run
@@ -61,7 +61,8 @@ struct lmtp_server *lmtp_server_new(struct event_base *,
 /* The bound port (useful with port 0), or -1. */
 int		 lmtp_server_port(const struct lmtp_server *);
 /* Closes every connection; a transaction waiting for its owner's answer
- * stays valid (client gone) until that answer. */
+ * stays valid (client gone) until that answer.  Not from inside one of
+ * the server's callbacks. */
 void		 lmtp_server_free(struct lmtp_server *);
 /* Open connections, and the bytes they buffer (input, output, messages
  * being received): for monitoring, and for tests of the memory bound. */

@@ -17,13 +17,15 @@
  * Memory per connection, bounded before anything is allocated:
  *   input		LMTP_IN_HIWAT (bufferevent read high watermark;
  *			the kernel keeps the rest), plus one read chunk
- *   output		LMTP_OUT_HIWAT plus the replies of one command: at
- *			most max_rcpts * LMTP_REPLY_MAX, after DATA
+ *   output		2 * LMTP_OUT_HIWAT (the core's replies stop at one,
+ *			the socket's queue is fed below one) plus the
+ *			replies of one command: max_rcpts * LMTP_REPLY_MAX
+ *			after DATA
  *   message		max_size (stored unstuffed; past it nothing more is
  *			stored, and the rest is read and dropped)
  *   recipients		max_rcpts * (LMTP_LINE_MAX + LMTP_REPLY_MAX)
  *   fixed		the session, the bufferevent and an event: ~2 KiB
- * which is about 40 KiB + max_size + max_rcpts * 2 KiB.  A command line
+ * which is about 50 KiB + max_size + max_rcpts * 2 KiB.  A command line
  * is never buffered past LMTP_LINE_MAX: a longer one is answered and
  * drained as it comes.
  */
@@ -1075,8 +1077,15 @@ lmtp_conn_close(struct lmtp_conn *c, const char *reason)
 	free(c);
 }
 
-/* Timeouts follow what the core waits for: none while the owner thinks,
- * because the client is then waiting for us, not we for it. */
+/*
+ * Timeouts follow what the core waits for: none while the owner thinks,
+ * because the client is then waiting for us, not we for it.
+ *
+ * XXX The timeouts are per read, as in most MTAs: a client that sends a
+ * byte just inside every idle_timeout (or streams an endless overlong
+ * line, which is drained as it comes) keeps its slot for ever, costing a
+ * connection but no memory.  A deadline per command would close that.
+ */
 static void
 lmtp_conn_want(struct lmtp_conn *c, enum lmtp_want w)
 {
@@ -1153,6 +1162,10 @@ lmtp_conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		lmtp_conn_drive(c);
 	} else if (what & BEV_EVENT_TIMEOUT)
 		lmtp_conn_close(c, "write_timeout");
+	/* XXX EOF counts as the client gone, even when it only shut its
+	 * sending side after pipelining its last commands: replies still
+	 * owed to such a client are lost and the MTA retries.  No MTA we
+	 * know half-closes an LMTP session. */
 	else if (what & BEV_EVENT_EOF)
 		lmtp_conn_close(c, "eof");
 	else {
@@ -1375,7 +1388,8 @@ lmtp_server_new(struct event_base *base, const struct lmtp_config *cfg,
 		lmtp_server_free(srv);
 		return NULL;
 	}
-	log_info("lmtp_listen", "host=%s port=%d max_clients=%zu "
+	/* The owner logs that it listens; the limits are mechanics. */
+	log_debug("lmtp_listen", "host=%s port=%d max_clients=%zu "
 	    "max_size=%zu", log_q(srv->host), lmtp_server_port(srv),
 	    srv->cfg.max_clients, srv->cfg.max_size);
 	return srv;

@@ -77,11 +77,11 @@ struct cli {
 	struct evbuffer	*rx;
 	int		 eof;
 	int		 nreads;
-	/* A generated stream: head, then fill_len bytes of fill, then
-	 * tail, written as the socket takes it. */
+	/* A generated stream: head, then fill_len bytes of the pattern
+	 * fill repeated, then tail, written as the socket takes it. */
 	const char	*head;
 	size_t		 fill_len;
-	char		 fill;
+	const char	*fill;
 	const char	*tail;
 	size_t		 off;
 	size_t		 peak;		/* most lmtp_server_buffered() seen */
@@ -290,8 +290,10 @@ cli_read_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* sockbuf > 0: small kernel buffers, so what the client does not read
+ * piles up in the server rather than in the kernel. */
 static struct cli *
-cli_new(struct fix *f)
+cli_new_buf(struct fix *f, int sockbuf)
 {
 	struct cli *c = calloc(1, sizeof(*c));
 	struct sockaddr_in sin;
@@ -301,6 +303,12 @@ cli_new(struct fix *f)
 	c->rx = evbuffer_new();
 	c->fd = socket(AF_INET, SOCK_STREAM, 0);
 	assert_true(c->fd >= 0);
+	if (sockbuf > 0) {
+		assert_int_equal(setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF,
+		    &sockbuf, sizeof(sockbuf)), 0);
+		assert_int_equal(setsockopt(c->fd, SOL_SOCKET, SO_SNDBUF,
+		    &sockbuf, sizeof(sockbuf)), 0);
+	}
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
 	sin.sin_port = htons((unsigned short)lmtp_server_port(f->srv));
@@ -314,6 +322,12 @@ cli_new(struct fix *f)
 	    c);
 	event_add(c->rev, NULL);
 	return c;
+}
+
+static struct cli *
+cli_new(struct fix *f)
+{
+	return cli_new_buf(f, 0);
 }
 
 static void
@@ -450,10 +464,16 @@ cli_stream_step(struct cli *c)
 		p = c->head + c->off;
 		n = hl - c->off;
 	} else if (c->off < hl + c->fill_len) {
+		size_t at = c->off - hl, pl = strlen(c->fill);
+
 		n = hl + c->fill_len - c->off;
 		if (n > sizeof(chunk))
 			n = sizeof(chunk);
-		memset(chunk, c->fill, n);
+		if (pl == 1)
+			memset(chunk, c->fill[0], n);
+		else
+			for (size_t i = 0; i < n; i++)
+				chunk[i] = c->fill[(at + i) % pl];
 		p = chunk;
 	} else {
 		p = c->tail + (c->off - hl - c->fill_len);
@@ -482,11 +502,9 @@ cli_stream_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 static void
-cli_stream(struct cli *c, const char *head, size_t fill_len, char fill,
-    const char *tail)
+cli_stream_start(struct cli *c, const char *head, size_t fill_len,
+    const char *fill, const char *tail)
 {
-	long deadline = now_ms() + 60000;
-
 	c->head = head;
 	c->fill_len = fill_len;
 	c->fill = fill;
@@ -497,9 +515,24 @@ cli_stream(struct cli *c, const char *head, size_t fill_len, char fill,
 	c->wev = event_new(c->f->base, c->fd, EV_WRITE | EV_PERSIST,
 	    cli_stream_cb, c);
 	event_add(c->wev, NULL);
+}
+
+static void
+cli_stream_wait(struct cli *c)
+{
+	long deadline = now_ms() + 60000;
+
 	while (event_pending(c->wev, EV_WRITE, NULL) && now_ms() < deadline)
 		fix_run(c->f, 10);
 	assert_false(event_pending(c->wev, EV_WRITE, NULL));
+}
+
+static void
+cli_stream(struct cli *c, const char *head, size_t fill_len,
+    const char *fill, const char *tail)
+{
+	cli_stream_start(c, head, fill_len, fill, tail);
+	cli_stream_wait(c);
 }
 
 /* One transaction to a and b: MAIL, two RCPTs, DATA. */
@@ -814,7 +847,7 @@ test_flood_without_newline(void **state)
 	struct cli *c = cli_lhlo(f);
 
 	(void)state;
-	cli_stream(c, "", 50 * MB, 'x', "\r\nNOOP\r\n");
+	cli_stream(c, "", 50 * MB, "x", "\r\nNOOP\r\n");
 	cli_expect(c, TOO_LONG OK);
 	cli_expect_quiet(c, 20);
 	assert_true(c->peak > 0);
@@ -833,23 +866,67 @@ test_message_too_big(void **state)
 
 	(void)state;
 	cli_begin(c);
-	cli_stream(c, "Subject: big\r\n\r\n", 50 * MB, 'x', "\r\n.\r\n");
+	cli_stream(c, "Subject: big\r\n\r\n", 50 * MB, "x", "\r\n.\r\n");
 	cli_expect(c, TOO_BIG TOO_BIG);
 	assert_int_equal(f->data_calls, 0);
 	assert_true(c->peak <= 1000000 + 64 * 1024);
 	assert_true(lmtp_server_buffered(f->srv) < 64 * 1024);
 	/* Exactly max_size is accepted. */
 	cli_begin(c);
-	cli_stream(c, "Subject: fits\r\n\r\n", 1000000 - 17 - 2, 'y',
+	cli_stream(c, "Subject: fits\r\n\r\n", 1000000 - 17 - 2, "y",
 	    "\r\n.\r\n");
 	cli_expect(c, DELIVERED);
 	assert_int_equal(f->data_len, 1000000);
 	cli_begin(c);
-	cli_stream(c, "Subject: fits\r\n\r\n", 1000000 - 17 - 1, 'y',
+	cli_stream(c, "Subject: fits\r\n\r\n", 1000000 - 17 - 1, "y",
 	    "\r\n.\r\n");
 	cli_expect(c, TOO_BIG TOO_BIG);
 	cli_send(c, "NOOP\r\n");
 	cli_expect(c, OK);
+	cli_free(c);
+	fix_free(f);
+}
+
+/* A client that sends and does not read: the server stops reading once
+ * its replies pile up, rather than buffering them without end. */
+static void
+test_output_backpressure(void **state)
+{
+	struct fix *f = fix_new(NULL, OWNER_SYNC);
+	struct cli *c = cli_new_buf(f, 4096);
+	size_t n = 100000, want = n * strlen(LHLO_REPLY), got = 0;
+	size_t len, k = strlen(LHLO_REPLY);
+	long deadline;
+
+	(void)state;
+	cli_expect(c, GREETING);
+	event_del(c->rev);
+	cli_stream_start(c, "", n * 8, "LHLO x\r\n", "");
+	for (int i = 0; i < 50; i++) {
+		size_t b = lmtp_server_buffered(f->srv);
+
+		if (b > c->peak)
+			c->peak = b;
+		fix_run(f, 10);
+	}
+	assert_true(event_pending(c->wev, EV_WRITE, NULL));
+	assert_true(c->peak > 32 * 1024);
+	assert_true(c->peak <= 50 * 1024);
+	event_add(c->rev, NULL);
+	deadline = now_ms() + 60000;
+	while (got < want && now_ms() < deadline) {
+		fix_run(f, 10);
+		while ((len = evbuffer_get_length(c->rx)) >= k) {
+			assert_memory_equal(evbuffer_pullup(c->rx, k),
+			    LHLO_REPLY, k);
+			evbuffer_drain(c->rx, k);
+			got += k;
+		}
+	}
+	assert_int_equal(got, want);
+	cli_stream_wait(c);
+	assert_true(c->peak <= 50 * 1024);
+	cli_expect_quiet(c, 20);
 	cli_free(c);
 	fix_free(f);
 }
@@ -879,12 +956,12 @@ test_header_line_limit(void **state)
 	assert_int_equal(f->data_len, 1000 + 12 + 2 + 6);
 	/* A long body line is not a header line. */
 	cli_begin(c);
-	cli_stream(c, "Subject: x\r\n\r\n", 5000, 'b', "\r\n.\r\n");
+	cli_stream(c, "Subject: x\r\n\r\n", 5000, "b", "\r\n.\r\n");
 	cli_expect(c, DELIVERED);
 	assert_int_equal(f->data_calls, 2);
 	/* A long line in a message with no body is a header line. */
 	cli_begin(c);
-	cli_stream(c, "Subject: x\r\n", 5000, 'h', "\r\n.\r\n");
+	cli_stream(c, "Subject: x\r\n", 5000, "h", "\r\n.\r\n");
 	cli_expect(c, BAD_HEADER BAD_HEADER);
 	assert_int_equal(f->data_calls, 2);
 	cli_free(c);
@@ -1137,6 +1214,46 @@ test_tcp_nodelay(void **state)
 	fix_free(f);
 }
 
+/* The core alone, on plain buffers: what each feed waits for, and the
+ * replies it leaves, with the owner answering between feeds. */
+static void
+test_session_core(void **state)
+{
+	struct lmtp_config cfg = fix_config();
+	struct fix f = { .mode = OWNER_HOLD };
+	struct lmtp_session *s;
+	struct evbuffer *in = evbuffer_new(), *out;
+	const char *want;
+
+	(void)state;
+	s = lmtp_session_new(&cfg, &owner_cb, &f, 7, "core:1");
+	out = lmtp_session_output(s);
+	evbuffer_add_printf(in, "LHLO x\r\nMAIL FROM:<s@x>\r\n"
+	    "RCPT TO:<a@x>\r\nDATA\r\n");
+	assert_int_equal(lmtp_session_feed(s, in), LMTP_WANT_OWNER);
+	assert_string_equal(lmtp_session_state(s), "rcpt_wait");
+	assert_int_equal(lmtp_txn_session_id(f.held), 7);
+	assert_string_equal(lmtp_txn_peer(f.held), "core:1");
+	owner_answer_rcpt(f.held, f.held_rcpt);
+	assert_int_equal(lmtp_session_feed(s, in), LMTP_WANT_DATA);
+	evbuffer_add_printf(in, "..x\r\n.\r\nQUIT\r\n");
+	assert_int_equal(lmtp_session_feed(s, in), LMTP_WANT_OWNER);
+	assert_string_equal(lmtp_session_state(s), "data_wait");
+	f.mode = OWNER_SYNC;
+	owner_answer_data(&f, f.held);
+	assert_int_equal(f.data_len, 4);
+	assert_memory_equal(f.data, ".x\r\n", 4);
+	assert_int_equal(lmtp_session_feed(s, in), LMTP_WANT_CLOSE);
+	assert_string_equal(lmtp_session_close_reason(s), "quit");
+	want = GREETING LHLO_REPLY MAIL_OK RCPT_OK GO_AHEAD
+	    "250 2.0.0 Ok: a@x\r\n" BYE;
+	assert_int_equal(evbuffer_get_length(out), strlen(want));
+	assert_memory_equal(evbuffer_pullup(out, -1), want, strlen(want));
+	lmtp_session_free(s);
+	evbuffer_free(in);
+	free(f.data);
+}
+
 int
 main(void)
 {
@@ -1151,6 +1268,7 @@ main(void)
 		cmocka_unit_test(test_long_command_line),
 		cmocka_unit_test(test_flood_without_newline),
 		cmocka_unit_test(test_message_too_big),
+		cmocka_unit_test(test_output_backpressure),
 		cmocka_unit_test(test_header_line_limit),
 		cmocka_unit_test(test_drop_during_data),
 		cmocka_unit_test(test_drop_rcpt_pending),
@@ -1162,6 +1280,7 @@ main(void)
 		cmocka_unit_test(test_max_clients),
 		cmocka_unit_test(test_too_many_errors),
 		cmocka_unit_test(test_tcp_nodelay),
+		cmocka_unit_test(test_session_core),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
