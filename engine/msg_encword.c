@@ -103,9 +103,18 @@ static void
 ew_put_utf8(struct ew_out *b, const char *s, size_t n, int decoded)
 {
 	const unsigned char	*u = (const unsigned char *)s;
-	size_t			 i = 0, k;
+	size_t			 i = 0, j, k;
 
 	while (i < n) {
+		/* Plain ASCII, the usual case, goes in one piece. */
+		for (j = i; j < n && u[j] < 0x80 && (!decoded ||
+		    (u[j] != '\0' && u[j] != '\r' && u[j] != '\n')); j++)
+			;
+		if (j > i) {
+			ew_put(b, s + i, j - i);
+			i = j;
+			continue;
+		}
 		k = ew_utf8_len(u + i, n - i);
 		if (k == 0) {
 			ew_put(b, ew_fffd, 3);

@@ -110,8 +110,8 @@ subj_expand(const char *prefix, long number, struct buf *out)
  * End of the prefix pattern matched at t, or NULL.  A hole matches
  * Mailman's \s*\d+\s*.  Whitespace right after a hole in the pattern is
  * taken as matched by the hole's trailing \s*, so no backtracking is
- * needed; the regex would demand at least as many whitespace characters
- * there, which real prefixes ("[list %d] ") never make a difference.
+ * needed.  The regex would demand that whitespace too; real prefixes
+ * ("[list %d] ") have none right after the number, so it never shows.
  */
 static const char *
 subj_match(const char *p, int numbered, const char *t)
