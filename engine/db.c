@@ -760,7 +760,9 @@ db_send(struct db *db, const char *sql, const struct db_params *p,
 	struct db_req	*rq;
 	struct timeval	 now = { 0, 0 };
 
-	if (db->state != DB_READY || (rq = calloc(1, sizeof(*rq))) == NULL) {
+	/* While (re)connecting, statements wait for the connection; only a
+	 * connection known to be down fails them at once. */
+	if (db->state == DB_DOWN || (rq = calloc(1, sizeof(*rq))) == NULL) {
 		/* Answer later, never from inside the caller. */
 		struct db_deferred *d = malloc(sizeof(*d));
 		if (d == NULL)

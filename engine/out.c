@@ -190,11 +190,13 @@ out_batch_txns(struct out_batch *b, int xverp)
 	char		 v[1024];
 
 	b->results = calloc(b->n, sizeof(*b->results));
-	b->ntxns = b->verp && !xverp ? (size_t)b->n : 1;
+	int	 each = b->verp && !xverp;
+
+	b->ntxns = each ? (size_t)b->n : 1;
 	b->txns = calloc(b->ntxns, sizeof(*b->txns));
 	if (b->results == NULL || b->txns == NULL)
 		return -1;
-	if (b->ntxns == 1) {
+	if (!each) {
 		b->txns[0].mail_from = m->bounces;
 		b->txns[0].xverp = b->verp && xverp;
 		b->txns[0].rcpts = (const char **)b->rcpts;
@@ -327,11 +329,13 @@ out_record(struct out *o, struct out_batch *b)
 	} else {
 		log_info("delivery_batch", "post=%lld list=%s rcpts=%d "
 		    "txns=%zu verp=%d sent=%s deferred=%s bounced=%s "
-		    "expired=%s stale=%s reply=%s ms=%.1f", b->msg->post_id,
+		    "expired=%s stale=%s code=%d reply=%s ms=%.1f",
+		    b->msg->post_id,
 		    b->msg->list, b->n, b->ntxns, b->verp,
 		    db_res_value(r, 0, 0), db_res_value(r, 0, 1),
 		    db_res_value(r, 0, 2), db_res_value(r, 0, 3),
-		    db_res_value(r, 0, 4), log_q(b->results[0].text),
+		    db_res_value(r, 0, 4), b->results[0].code,
+		    log_q(b->results[0].text),
 		    out_ms_since(&b->started));
 		if (atoi(db_res_value(r, 0, 4)) > 0)
 			log_warn("delivery_lease_lost", "post=%lld stale=%s",

@@ -31,7 +31,8 @@ static const char fanout_members_sql[] =
  * bounce names the address. */
 static const char fanout_owners_sql[] =
     "INSERT INTO quire.delivery (post_id, email, domain, verp)"
-    " SELECT DISTINCT $1, a.email, split_part(a.email, '@', 2), $3"
+    " SELECT DISTINCT $1::bigint, a.email, split_part(a.email, '@', 2),"
+    "   $3::boolean"
     "   FROM quire.member m JOIN quire.address a ON a.id = m.address_id"
     "  WHERE m.list_id = $2 AND m.role IN ('owner', 'moderator')"
     "    AND m.delivery_status = 'enabled' AND $4::text IS NOT NULL"

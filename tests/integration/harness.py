@@ -155,7 +155,8 @@ class Engine:
             return False
 
     def log_text(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
@@ -288,17 +289,17 @@ class EngineTest(unittest.TestCase):
     def tearDown(self):
         if self.engine is not None:
             self.engine.stop()
-            if self._outcome_failed():
+            if self._outcome_failed() or os.environ.get("QUIRE_TEST_LOG"):
                 print("---- engine log ----\n" + self.engine.log_text())
         self.sink.stop()
         self.db.drop()
 
     def _outcome_failed(self):
-        result = getattr(self, "_outcome", None)
+        outcome = getattr(self, "_outcome", None)
+        result = getattr(outcome, "result", None)
         if result is None:
             return False
-        errors = getattr(result, "errors", [])
-        return any(e[1] is not None for e in errors)
+        return any(t is self for t, _ in result.failures + result.errors)
 
     def make_list(self, fqdn, members=(), owners=()):
         host = fqdn.split("@")[1]

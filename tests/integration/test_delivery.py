@@ -56,7 +56,7 @@ class DeliveryTest(EngineTest):
             self.assertEqual(headers_of(head), [
                 ("From", "Anne Person <anne@example.com>"),
                 ("To", "bench@example.org"),
-                ("Subject", "[Bench] =?utf-8?q?Gr=C3=BC=C3=9Fe_from_the_list?="),
+                ("Subject", "[Bench] =?utf-8?b?R3LDvMOfZSBmcm9tIHRoZSBsaXN0?="),
                 ("Date", "Fri, 04 Dec 2026 10:00:00 +0000"),
                 ("Message-ID", "<post-1@example.com>"),
                 ("X-Folded", "one two"),
@@ -147,6 +147,8 @@ class DeliveryTest(EngineTest):
 
     def test_one_transaction_to_two_lists(self):
         self.make_list("other@example.org", ["dave@example.com"])
+        quire(self.db, "list", "set", "other@example.org",
+              "default_nonmember_action", "accept")
         codes, replies = self.post(POST, ["bench@example.org",
                                           "other@example.org"])
         self.assertEqual(codes, [250, 250])
