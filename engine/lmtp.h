@@ -32,10 +32,11 @@ struct event_base;
 struct lmtp_server;
 struct lmtp_txn;
 
-/* A zero or NULL field takes the default shown; strings are copied. */
+/* A zero or NULL field takes the default shown (the port has none);
+ * lmtp_server_new() copies the strings. */
 struct lmtp_config {
 	const char	*host;		/* listen address, "127.0.0.1" */
-	int		 port;		/* 8024; 0 = any free port */
+	int		 port;		/* 8024 usually; 0 = any free port */
 	const char	*hostname;	/* greeting, LHLO; gethostname() */
 	size_t		 max_size;	/* octets; advertised as SIZE; 10 MiB */
 	size_t		 max_rcpts;	/* per transaction; 1000 */
@@ -79,7 +80,8 @@ const char	*lmtp_txn_rcpt(const struct lmtp_txn *, size_t);
 /* Per-recipient owner data (e.g. a list id), set during rcpt. */
 void		 lmtp_txn_set_cookie(struct lmtp_txn *, size_t, long);
 long		 lmtp_txn_cookie(const struct lmtp_txn *, size_t);
-/* The message as received, dot-unstuffed, CRLF kept. */
+/* The message as received, dot-unstuffed, CRLF kept: len octets, not
+ * NUL-terminated, valid from the data callback to lmtp_txn_data_done. */
 const char	*lmtp_txn_data(const struct lmtp_txn *, size_t *len);
 const char	*lmtp_txn_peer(const struct lmtp_txn *);
 unsigned long	 lmtp_txn_session_id(const struct lmtp_txn *);
@@ -120,8 +122,8 @@ enum lmtp_want {
 	LMTP_WANT_CLOSE			/* send the output, then close */
 };
 
-/* The greeting is in the output at once.  cfg and cb must outlive the
- * session; peer is copied. */
+/* The greeting is in the output at once.  cfg is copied, but its
+ * strings and cb must outlive the session; peer is copied. */
 struct lmtp_session *lmtp_session_new(const struct lmtp_config *,
 		    const struct lmtp_callbacks *, void *arg,
 		    unsigned long id, const char *peer);
