@@ -91,6 +91,15 @@ cli_print(const struct db_res *r)
 }
 
 int
+cli_usage(const char *why)
+{
+	if (why != NULL)
+		fprintf(stderr, "quire: %s\n\n", why);
+	fputs(cli_usage_text, stderr);
+	return 2;
+}
+
+int
 cli_run_sql(struct db *db, const char *sql, const struct db_params *p,
     int print)
 {

@@ -24,6 +24,7 @@ int		 cli_no_options(struct cli *);
 struct db	*cli_connect(struct cli *);
 /* Print a result as a tab-separated table with a header line. */
 void		 cli_print(const struct db_res *);
+extern const char cli_usage_text[];
 int		 cli_usage(const char *);
 /* Run a statement; print its rows (if print) or its error.  0 or 1. */
 int		 cli_run_sql(struct db *, const char *sql,

@@ -86,7 +86,7 @@ intake_on_rcpt(void *arg, struct db_res *r, const char *err)
 {
 	struct intake_rcpt_q *q = arg;
 	const char	*addr = lmtp_txn_rcpt(q->txn, q->idx);
-	char		 reply[600];
+	char		 reply[480];
 	long		 limit;
 	int		 sub;
 
@@ -99,7 +99,7 @@ intake_on_rcpt(void *arg, struct db_res *r, const char *err)
 	    (sub = intake_sub_index(db_res_value(r, 0, 1))) < 0) {
 		log_info("lmtp_rcpt_unknown", "session=%lu rcpt=%s",
 		    lmtp_txn_session_id(q->txn), log_q(addr));
-		snprintf(reply, sizeof(reply), "550 5.1.1 <%.500s>: no such "
+		snprintf(reply, sizeof(reply), "550 5.1.1 <%.400s>: no such "
 		    "list", addr);
 		lmtp_txn_rcpt_done(q->txn, q->idx, reply);
 	} else {

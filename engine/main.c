@@ -10,7 +10,7 @@
 #include "log.h"
 #include "migrate.h"
 
-static const char usage[] =
+const char cli_usage_text[] =
 "usage: quire [--db CONNINFO] COMMAND ...\n"
 "\n"
 "  migrate                          create or upgrade the schema\n"
@@ -43,15 +43,6 @@ static const struct {
 	{ "archive", cli_archive },
 	{ "status", cli_status },
 };
-
-int
-cli_usage(const char *why)
-{
-	if (why != NULL)
-		fprintf(stderr, "quire: %s\n\n", why);
-	fputs(usage, stderr);
-	return 2;
-}
 
 int
 main(int argc, char **argv)

@@ -157,6 +157,9 @@ addr_tokenize(const char *s, struct addr_toks *t)
 			continue;
 		}
 		if (*s == '"') {
+			/* XXX An unterminated quote swallows the rest of the
+			 * value, so '"Doe, John <jd@x.org>' yields nothing;
+			 * retrying without the stray quote would recover it. */
 			kind = ADDR_QUOTED;
 			len = addr_span_delim(s, '"');
 		} else if (*s == '[') {

@@ -11,7 +11,9 @@
  * - a subject that is empty once prefix and markers are gone becomes
  *   "(no subject)" (Mailman leaves the bare prefix);
  * - the rest is trimmed, so stray spaces do not pile up after the prefix;
- * - "%%" in a numbered prefix matches a single "%".
+ * - "%%" in a numbered prefix matches a single "%";
+ * - the encoded part is always UTF-8, never the list's charset or the
+ *   sender's pieces in theirs, which every reader since 2000 decodes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +28,9 @@
 #define SUBJ_WORD_MIN	24	/* widest encoded word of one character */
 #define SUBJ_WIDTH_MAX	32	/* widest %0Nd honoured */
 
-static const char subj_ws[] = " \t\r\n\f\v";	/* Python's ASCII \s */
+/* XXX Python's \s also matches Unicode spaces (U+00A0 and others) in a
+ * decoded subject; only ASCII whitespace is matched here. */
+static const char subj_ws[] = " \t\r\n\f\v";
 
 static int
 subj_is_ws(char c)
@@ -120,6 +124,8 @@ subj_match(const char *p, int numbered, const char *t)
 
 	while (*p != '\0') {
 		if (numbered && (hole = subj_hole_len(p)) > 0) {
+			/* XXX The digits are taken greedily, so a prefix with
+			 * a digit right after a hole ("%d0") never matches. */
 			t += strspn(t, subj_ws);
 			if (!subj_is_digit(*t))
 				return NULL;
@@ -345,6 +351,8 @@ subj_strip(const char *text, const char *prefix, struct buf *out)
 	for (n = strlen(rest); n > 0 && subj_is_ws(rest[n - 1]); n--)
 		;
 	rc = buf_adds(out, m > 0 ? "Re: " : "");
+	/* XXX Mailman writes "(no subject)" in the list's language; this is
+	 * English only until the engine has message catalogues. */
 	if (n == 0)
 		rc |= buf_adds(out, "(no subject)");
 	else

@@ -29,8 +29,11 @@ class CorpusTest(EngineTest):
         c = LMTP(self.engine.lmtp_port)
         for name, sender, raw in messages:
             data = as_mta_sends(raw)
-            codes, data_replies = c.send(sender or "sender@example.com",
-                                         ["corpus@example.org"], data)
+            # An MTA's envelope sender is an address or empty.
+            if not re.match(r"^[^@\s<>]+@[^@\s<>]+$", sender):
+                sender = "sender@example.com"
+            codes, data_replies = c.send(sender, ["corpus@example.org"],
+                                         data)
             replies[name] = (codes[0], data_replies[0] if data_replies
                              else "", data)
         c.close()
@@ -106,6 +109,7 @@ class CorpusTest(EngineTest):
         status, refused = self.account(replies)
         for name in refused:
             code, reply, data = replies[name]
+            print("refused %s: %s" % (name, reply))
             self.assertRegex(reply, r"^5\d\d 5\.\d\.\d ", name)
         self.assertEqual(len(self.sink.index()),
                          status["accepted"] * len(MEMBERS))
