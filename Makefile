@@ -93,7 +93,7 @@ deps:
 	@tools/deps
 
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -g -O1 -Iengine $(PKG_CFLAGS) \
-	-fsanitize=fuzzer,address,undefined
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
 build-fuzz/sql_embed.c: $(SQL_FILES) tools/embed-sql
 	@mkdir -p $(@D)
 	tools/embed-sql $@

@@ -50,7 +50,7 @@ add_phrase(struct buf *out, const char *text)
 
 	for (const char *c = text; *c; c++) {
 		if ((unsigned char)*c >= 0x80) {
-			if ((enc = msg_encword_encode(text, 9, " ")) == NULL)
+			if ((enc = msg_encword_encode(text, 9, NULL)) == NULL)
 				return -1;
 			rc = buf_adds(out, enc);
 			free(enc);

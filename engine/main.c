@@ -10,24 +10,6 @@
 #include "log.h"
 #include "migrate.h"
 
-const char cli_usage_text[] =
-"usage: quire [--db CONNINFO] COMMAND ...\n"
-"\n"
-"  migrate                          create or upgrade the schema\n"
-"  run [--stages S] [--lmtp H:P] [--relay H:P] ...\n"
-"                                   run the engine in the foreground\n"
-"  domain add HOST [--description D] [--alias HOST] | domain list\n"
-"  list create LIST@HOST [--display-name N] | delete LIST | show LIST\n"
-"  list list | list set LIST SETTING VALUE\n"
-"  member add LIST [--role R] [--name N] [--file F] [ADDRESS...]\n"
-"  member remove LIST [--role R] ADDRESS... | member list LIST [--role R]\n"
-"  inject LIST FILE|-                put a message in as if it came by "
-"LMTP\n"
-"  queue list [STAGE] | queue show ID | queue retry ID | queue delete ID\n"
-"  archive export LIST [FILE]       the list's archive as an mbox\n"
-"  status                           processes, queues, held, shunted\n"
-"\n"
-"The database: --db, else $QUIRE_DB, else libpq's PG* variables.\n";
 
 static const struct {
 	const char	*name;
