@@ -20,6 +20,9 @@
  * A transaction that ends without its final dot (MAIL refused, no
  * recipient accepted, DATA refused) leaves the relay's state unknown, so
  * an RSET goes out in front of the next MAIL, possibly in the next batch.
+ *
+ * XXX no STARTTLS and no AUTH: the relay is expected to be a local MTA
+ * that accepts us by address, as Mailman's default setup has it.
  */
 #include <sys/types.h>
 #include <sys/socket.h>
@@ -330,6 +333,10 @@ smtp_body_has_8bit(const struct iovec *iov, int n)
  * that MAIL can give the exact SIZE (which counts neither the stuffed
  * dots nor the final ".").
  */
+/* XXX each transaction's body is a full copy of the message: cheap at
+ * list-post sizes, a waste for multi-megabyte posts sent in many
+ * transactions, where evbuffer references to the caller's bytes and a
+ * second pass for SIZE would do. */
 static void
 smtp_body_build(struct smtp_conn *conn, const struct smtp_txn *t)
 {
@@ -1044,6 +1051,10 @@ smtp_conn_send(struct smtp_conn *conn, struct smtp_txn *txns, size_t ntxns,
 	conn->done = done;
 	conn->done_arg = arg;
 	conn->busy = 1;
+	/* XXX a relay that closes a kept connection just as a batch starts
+	 * fails the whole batch with code 0 (retried later by the caller)
+	 * instead of reconnecting once; seen only if its idle timeout and
+	 * our batch coincide. */
 	if (conn->state == SMTP_READY) {
 		smtp_conn_enter(conn, SMTP_SENDING);
 		smtp_txn_next(conn);
