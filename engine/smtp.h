@@ -17,13 +17,16 @@
 struct event_base;
 struct smtp_conn;
 
+/* Timeouts of 0 mean 30, 300 and 600 s.  An address is best for host: a
+ * name is looked up with a blocking getaddrinfo. */
 struct smtp_config {
 	const char	*host;		/* relay, "127.0.0.1" */
 	int		 port;		/* 25 */
 	const char	*helo;		/* our name for EHLO */
 	int		 connect_timeout; /* seconds */
 	int		 reply_timeout;	/* seconds per reply */
-	int		 data_timeout;	/* seconds for the final "." reply */
+	int		 data_timeout;	/* seconds for the final "." reply,
+					 * counted once the data is sent */
 };
 
 /* A reply's text excludes its code; "5.1.1 User unknown".  A recipient
