@@ -58,7 +58,12 @@ runner_connect(struct runner *r)
 	for (;;) {
 		r->db = db_connect_retry(r->cfg->conninfo, r->cfg->appname,
 		    NULL);
-		if (db_listen(r->db, r->channels, r->nchannels) == 0)
+		/* Each hop is redone safely if its commit is lost in a
+		 * crash, so it need not wait for the WAL flush (DESIGN,
+		 * queue rules); nothing this process commits is a promise
+		 * to the outside world. */
+		if (db_cmd(r->db, "SET synchronous_commit = off", NULL) == 0 &&
+		    db_listen(r->db, r->channels, r->nchannels) == 0)
 			break;
 		log_warn("runner_listen_failed", "reason=%s",
 		    log_q(db_error(r->db)));
@@ -107,8 +112,8 @@ runner_fail_row(struct runner *r, int stage, struct stage_ctx *ctx)
 	db_res_free(res);
 }
 
-/* One transaction: returns the rows done, 0 when none was due, or -1
- * when the database connection broke. */
+/* One transaction: returns the rows done (the batch size when more may
+ * be due), 0 when none was due, or -1 when the connection broke. */
 static int
 runner_batch(struct runner *r, int stage)
 {
@@ -118,10 +123,7 @@ runner_batch(struct runner *r, int stage)
 	char		 lim[24];
 	int		 n, i;
 
-	/* Each hop is redone safely if its commit is lost in a crash, so
-	 * it need not wait for the WAL flush (see DESIGN, queue rules). */
-	if (db_cmd(r->db, "BEGIN", NULL) == -1 ||
-	    db_cmd(r->db, "SET LOCAL synchronous_commit = off", NULL) == -1)
+	if (db_cmd(r->db, "BEGIN", NULL) == -1)
 		return -1;
 	db_params_init(&p);
 	db_param_text(&p, stage_defs[stage].name);
@@ -148,7 +150,9 @@ runner_batch(struct runner *r, int stage)
 		if (!db_ok(r->db))
 			return -1;
 		runner_fail_row(r, stage, &ctx);
-		return db_ok(r->db) ? 1 : -1;
+		/* The rest of the batch was rolled back and is due now:
+		 * report a full batch so that the caller claims again. */
+		return db_ok(r->db) ? r->cfg->batch : -1;
 	}
 	if (db_cmd(r->db, "COMMIT", NULL) == -1)
 		return -1;
@@ -242,7 +246,9 @@ runner_drain(struct runner *r)
 			if (!(r->dirty & (1u << s)))
 				continue;
 			r->dirty &= ~(1u << s);
-			while ((n = runner_batch(r, s)) > 0)
+			/* A short batch drained what was due; rows that come
+			 * later arrive with their own notification. */
+			while ((n = runner_batch(r, s)) == r->cfg->batch)
 				;
 			if (n == -1) {
 				log_warn("runner_db_lost", "reason=%s",

@@ -161,6 +161,8 @@ engine_child(struct engine *e, enum worker_kind k)
 	int	 rc = -1;
 
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	/* A peer that closes early is an error on the write, not a death. */
+	signal(SIGPIPE, SIG_IGN);
 	log_init(worker_names[k]);
 	/* application_name: how quire status finds this process. */
 	if (k == WORKER_PIPELINE) {

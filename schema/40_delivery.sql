@@ -23,8 +23,15 @@ BEGIN
 	IF pid IS NULL THEN
 		RETURN;
 	END IF;
-	SELECT l.max_recipients INTO lim FROM quire.post p
-	  JOIN quire.list l ON l.id = p.list_id WHERE p.id = pid;
+	-- A VERP batch is one SMTP transaction a recipient, each carrying
+	-- the whole message, so it is kept smaller.  All copies of a post
+	-- share the verp flag.
+	SELECT CASE WHEN bool_or(d.verp) THEN least(l.max_recipients, 50)
+		    ELSE l.max_recipients END INTO lim
+	  FROM quire.post p JOIN quire.list l ON l.id = p.list_id
+	  JOIN LATERAL (SELECT x.verp FROM quire.delivery x
+			 WHERE x.post_id = p.id LIMIT 1) d ON true
+	 WHERE p.id = pid GROUP BY l.max_recipients;
 	RETURN QUERY
 	WITH batch AS (
 		SELECT d.id FROM quire.delivery d
