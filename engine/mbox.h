@@ -9,11 +9,14 @@
 #include <sys/uio.h>
 #include <time.h>
 
-/* Write one message made of the given parts: a "From " separator line
+/*
+ * Write one message made of the given parts: a "From " separator line
  * (sender, or MAILER-DAEMON if empty; the date in asctime form, UTC),
- * the message with every line matching ^>*From  given one more '>',
- * a line end if the message lacks a final one, and a blank line.
- * Returns 0, or -1 on a write error. */
+ * then the message with CRLF line ends written as LF (mbox is a Unix
+ * format, and formail and mail readers expect LF), every line matching
+ * ^>*From  given one more '>', a line end if the message lacks a final
+ * one, and a blank line.  Returns 0, or -1 on a write error.
+ */
 int	mbox_write(FILE *, const char *sender, time_t when,
 	    const struct iovec *parts, int nparts);
 

@@ -45,8 +45,8 @@ test_quoting(void **state)
 	out = render("anne@example.com", parts, 3, &len);
 	assert_string_equal(out,
 	    "From anne@example.com Fri Dec  4 18:00:00 2026\n"
-	    "Subject: x\r\n\r\n"
-	    ">From here\r\n>>From there\r\nnot From\r\n>From split\r\n"
+	    "Subject: x\n\n"
+	    ">From here\n>>From there\nnot From\n>From split\n"
 	    "\n");
 	free(out);
 }
@@ -56,6 +56,7 @@ test_endings(void **state)
 {
 	const char *no_end[] = { "Subject: x\n\nlast line" };
 	const char *fromish[] = { "Frob: x\n\nFrom\n" };
+	const char *crlf_split[] = { "A: b\r", "\n\r", "\nbare\rcr\r" };
 	size_t	 len;
 	char	*out;
 
@@ -69,6 +70,13 @@ test_endings(void **state)
 	assert_string_equal(out,
 	    "From MAILER-DAEMON Fri Dec  4 18:00:00 2026\n"
 	    "Frob: x\n\nFrom\n\n");
+	free(out);
+	/* A CRLF split over two parts is still one line end; a bare CR
+	 * stays. */
+	out = render("a@b", crlf_split, 3, &len);
+	assert_string_equal(out,
+	    "From a@b Fri Dec  4 18:00:00 2026\n"
+	    "A: b\n\nbare\rcr\r\n\n");
 	free(out);
 }
 

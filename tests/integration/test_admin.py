@@ -1,0 +1,202 @@
+"""Admin work: the archive as an mbox, the shunt queue, the CLI."""
+import mailbox
+import os
+import re
+import subprocess
+import tempfile
+import unittest
+
+from harness import EngineTest, LMTP, crlf, quire, split_message, wait_for
+
+MEMBERS = ["anne@example.com", "bob@example.net"]
+
+
+def mboxrd_unquote(data):
+    return re.sub(rb"(?m)^>(>*From )", rb"\1", data)
+
+
+def post(engine, data, sender="anne@example.com",
+         rcpt="bench@example.org"):
+    c = LMTP(engine.lmtp_port)
+    try:
+        return c.send(sender, [rcpt], data)
+    finally:
+        c.close()
+
+
+class ArchiveTest(EngineTest):
+
+    def test_export_reads_back_identically(self):
+        self.make_list("bench@example.org", MEMBERS)
+        self.start_engine()
+        bodies = [b"plain body\n",
+                  b"From the start\n>From quoted once\n>>From twice\n"
+                  b"not From here\n",
+                  b"no final newline"]
+        for i, body in enumerate(bodies):
+            post(self.engine, crlf(b"From: anne@example.com\nSubject: p%d\n"
+                                   b"Message-ID: <a%d@example.com>\n\n"
+                                   % (i, i) + body))
+        self.wait_copies(2 * len(bodies))
+        # What a member got, by subject.
+        delivered = {}
+        for c in self.sink.index():
+            if c["rcpt"] == "anne@example.com":
+                m = self.sink.message(c)
+                subj = re.search(rb"Subject: \[Bench\] (p\d)", m).group(1)
+                delivered[subj] = m
+        wait_for("the archive", lambda: self.db.scalar(
+            "SELECT count(*) FROM quire.archive") == "3")
+        path = tempfile.mktemp(suffix=".mbox")
+        quire(self.db, "archive", "export", "bench@example.org", path)
+        # Python's mailbox module reads it back message for message.
+        box = mailbox.mbox(path)
+        got = [mboxrd_unquote(box.get_bytes(k)) for k in box.keys()]
+        # mbox is a Unix format: line ends are LF.
+        want = [delivered[k].replace(b"\r\n", b"\n")
+                for k in (b"p0", b"p1", b"p2")]
+        self.assertEqual(got, want)
+        self.assertEqual(box[box.keys()[0]].get_from().split()[0],
+                         "anne@example.com")
+        # So does formail, with the separator line and blank line it
+        # keeps taken off.
+        outdir = tempfile.mkdtemp()
+        with open(path, "rb") as f:
+            subprocess.run(["formail", "-s", "sh", "-c",
+                            'cat > "%s/m.$FILENO"' % outdir], stdin=f,
+                           check=True)
+        parts = []
+        for name in sorted(os.listdir(outdir)):
+            with open(os.path.join(outdir, name), "rb") as f:
+                data = f.read()
+            data = data.split(b"\n", 1)[1]
+            self.assertTrue(data.endswith(b"\n\n"))
+            parts.append(mboxrd_unquote(data[:-1]))
+        self.assertEqual(parts, got)
+
+
+class ShuntTest(EngineTest):
+    engine_args = ("--max-attempts", "3", "--stage-backoff", "0")
+
+    def test_poison_message_is_shunted_and_retried(self):
+        self.make_list("bench@example.org", MEMBERS)
+        # A fault in the decorate stage's SQL for one post only.
+        self.db.psql(["-c", """
+            CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF (SELECT subject FROM quire.post WHERE id = NEW.post_id)
+                 = 'poison' THEN
+                RAISE EXCEPTION 'poisoned post %', NEW.post_id;
+              END IF;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER poison BEFORE INSERT ON quire.delivery
+              FOR EACH ROW EXECUTE FUNCTION poison();"""])
+        self.start_engine()
+        post(self.engine, crlf(b"From: anne@example.com\nSubject: poison\n"
+                               b"\nbody\n"))
+        post(self.engine, crlf(b"From: anne@example.com\nSubject: fine\n"
+                               b"\nbody\n"))
+        # What is behind the poison flows.
+        copies = self.wait_copies(2)
+        self.assertEqual(len(copies), 2)
+        row = wait_for("the shunted row", lambda: self.db.query(
+            "SELECT queue_id, failed_stage, attempts, last_error "
+            "FROM quire.shunted"))
+        self.assertEqual(row[0][1:3], ["decorate", "3"])
+        self.assertIn("poisoned post", row[0][3])
+        qid = row[0][0]
+        listed = quire(self.db, "queue", "list", "shunt").stdout.decode()
+        self.assertIn("poisoned post", listed)
+        shown = quire(self.db, "queue", "show", qid).stdout.decode()
+        self.assertIn("Subject: poison", shown)
+        log = self.engine.log_text()
+        self.assertEqual(log.count("event=stage_failed"), 2)
+        self.assertEqual(log.count("event=post_shunted"), 1)
+        self.assertEqual(self.db.scalar(
+            "SELECT status FROM quire.post WHERE subject = 'poison'"),
+            "shunted")
+        # Mended, and sent round again.
+        self.db.psql(["-c", "DROP TRIGGER poison ON quire.delivery"])
+        out = quire(self.db, "queue", "retry", qid).stdout.decode()
+        self.assertEqual(out, "queue row %s sent back\n" % qid)
+        self.wait_copies(4)
+        self.assertEqual(self.db.scalar(
+            "SELECT status FROM quire.post WHERE subject = 'poison'"),
+            "accepted")
+        self.assertEqual(quire(self.db, "queue", "retry", qid,
+                               check=False).returncode, 1)
+
+
+class CliTest(EngineTest):
+
+    def test_lists_and_members(self):
+        self.assertEqual(quire(self.db, "domain", "add", "example.org",
+                               "--description", "Ex").stdout,
+                         b"domain example.org added\n")
+        r = quire(self.db, "list", "create", "dev@nowhere.example",
+                  check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"no such domain: nowhere.example", r.stderr)
+        quire(self.db, "list", "create", "dev@example.org")
+        path = tempfile.mktemp()
+        with open(path, "w") as f:
+            f.write("# members\nAnne@Example.com\n\nbob@example.net\n"
+                    "not an address\n")
+        r = quire(self.db, "member", "add", "dev@example.org", "--file",
+                  path, "carol@example.org", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stdout.decode().splitlines(), [
+            "carol@example.org added", "Anne@Example.com added",
+            "bob@example.net added"])
+        self.assertIn(b"not an address", r.stderr)
+        r = quire(self.db, "member", "add", "dev@example.org",
+                  "bob@example.net")
+        self.assertEqual(r.stdout, b"bob@example.net added (nothing to do)\n")
+        r = quire(self.db, "member", "list", "dev@example.org")
+        self.assertEqual(r.stdout.decode().splitlines(), [
+            "email\tdisplay_name\trole\tdelivery_status",
+            "anne@example.com\t\tmember\tenabled",
+            "bob@example.net\t\tmember\tenabled",
+            "carol@example.org\t\tmember\tenabled"])
+        quire(self.db, "member", "remove", "dev@example.org",
+              "bob@example.net")
+        self.assertEqual(self.db.scalar(
+            "SELECT count(*) FROM quire.member"), "2")
+        shown = quire(self.db, "list", "show", "dev@example.org").stdout
+        self.assertIn(b"subject_prefix\t[Dev] \n", shown)
+        self.assertIn(b"posting_address\tdev@example.org\n", shown)
+        r = quire(self.db, "list", "set", "dev@example.org", "emergency",
+                  "maybe", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(b"boolean", r.stderr)
+        quire(self.db, "list", "delete", "dev@example.org")
+        self.assertEqual(quire(self.db, "list", "list").stdout,
+                         b"list\tdisplay_name\tmembers\n")
+
+    def test_inject_and_queue_delete(self):
+        self.make_list("bench@example.org", MEMBERS)
+        path = tempfile.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"From: anne@example.com\nSubject: injected\n\nhi\n")
+        r = quire(self.db, "inject", "bench@example.org", path)
+        self.assertEqual(r.stdout, b"queued as post 1\n")
+        r = quire(self.db, "inject", "bench@example.org", path)
+        self.assertEqual(r.stdout, b"already queued as post 1\n")
+        qid = self.db.scalar("SELECT id FROM quire.queue")
+        self.assertEqual(quire(self.db, "queue", "delete", qid).stdout,
+                         ("queue row %s deleted\n" % qid).encode())
+        self.assertEqual(self.db.scalar(
+            "SELECT status FROM quire.post"), "discarded")
+        # Nothing to deliver, and the engine agrees once started.
+        self.start_engine()
+        path2 = tempfile.mktemp()
+        with open(path2, "wb") as f:
+            f.write(b"From: anne@example.com\nSubject: second\n\nhi\n")
+        quire(self.db, "inject", "bench@example.org", path2)
+        copies = self.wait_copies(2)
+        self.assertEqual(sorted(c["rcpt"] for c in copies), MEMBERS)
+
+
+if __name__ == "__main__":
+    unittest.main()
