@@ -14,6 +14,7 @@ BUILD/bench-detail.txt.
     BENCH_QUICK=1    about a minute (fewer posts, shorter windows)
     BENCH_CONNS=N    LMTP connections for posts/s (default 8)
     BENCH_KEEP=1     keep the temporary directory (logs, cluster)
+    BENCH_SMTP_SINK=PATH   another smtp-sink (a missing one: quire-sink)
 """
 import os
 import shutil
@@ -30,7 +31,7 @@ TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0")
 CONNS = int(os.environ.get("BENCH_CONNS", "8"))
 RUNS = 3
-SMTP_SINK = "/usr/sbin/smtp-sink"
+SMTP_SINK = os.environ.get("BENCH_SMTP_SINK", "/usr/sbin/smtp-sink")
 
 # Per mode: (full, quick).
 CFG = {
