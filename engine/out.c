@@ -461,8 +461,11 @@ out_connect(struct out *o)
 static void
 out_pump(struct out *o)
 {
-	int	 idle = 0;
+	int	 idle;
+	long	 mask;
 
+again:
+	idle = 0;
 	if (o->db == NULL || !db_ok(o->db))
 		out_connect(o);
 	for (int i = 0; i < o->nslots; i++) {
@@ -480,8 +483,17 @@ out_pump(struct out *o)
 		out_connect(o);
 		idle = 1;
 	}
-	if (idle)
-		out_arm_timer(o);
+	if (!idle)
+		return;
+	out_arm_timer(o);
+	/* A notification read off the socket by any statement above would
+	 * otherwise wait for the next unrelated wake-up. */
+	if ((mask = db_notifications(o->db)) != 0) {
+		if (mask == -1)
+			log_warn("runner_db_lost", "reason=%s",
+			    log_q(db_error(o->db)));
+		goto again;
+	}
 }
 
 static void

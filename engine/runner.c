@@ -241,6 +241,7 @@ runner_drain(struct runner *r)
 	long	 mask;
 	int	 n;
 
+again:
 	while (r->dirty != 0) {
 		for (int s = 0; s < STAGE_COUNT; s++) {
 			if (!(r->dirty & (1u << s)))
@@ -265,6 +266,19 @@ runner_drain(struct runner *r)
 	}
 	runner_watch(r);
 	runner_arm_timer(r);
+	/* libpq reads notifications off the socket during any statement,
+	 * the timer's query included; one read there leaves the socket
+	 * quiet, so look before going back to sleep. */
+	if ((mask = db_notifications(r->db)) == -1) {
+		log_warn("runner_db_lost", "reason=%s", log_q(db_error(r->db)));
+		runner_connect(r);
+		goto again;
+	}
+	for (int i = 0; i < r->nchannels; i++)
+		if (mask & (1L << i))
+			r->dirty |= 1u << r->channel_stage[i];
+	if (r->dirty != 0)
+		goto again;
 }
 
 int
