@@ -286,6 +286,84 @@ db_exec(struct db *db, const char *sql, const struct db_params *p,
 	return r;
 }
 
+/* Collect the results of a pipeline: one result (then NULL) a statement,
+ * then the sync.  Keep the last statement's result and the first error. */
+static PGresult *
+db_pipeline_results(struct db *db, int n)
+{
+	PGresult	*keep = NULL, *res;
+	int		 failed = 0;
+
+	for (int i = 0; i < n; i++) {
+		while ((res = PQgetResult(db->conn)) != NULL) {
+			ExecStatusType st = PQresultStatus(res);
+
+			if (!failed && st != PGRES_PIPELINE_ABORTED &&
+			    !db_result_ok(res)) {
+				db_set_error(db, PQresultErrorMessage(res), res);
+				failed = 1;
+			}
+			if (!failed && i == n - 1) {
+				PQclear(keep);
+				keep = res;
+			} else
+				PQclear(res);
+		}
+	}
+	/* The sync point. */
+	while ((res = PQgetResult(db->conn)) != NULL) {
+		ExecStatusType st = PQresultStatus(res);
+
+		PQclear(res);
+		if (st == PGRES_PIPELINE_SYNC)
+			break;
+	}
+	if (failed) {
+		PQclear(keep);
+		return NULL;
+	}
+	return keep;
+}
+
+struct db_res *
+db_exec_pipeline(struct db *db, int n, const char *const *sql,
+    const struct db_params *const *params, int result_format)
+{
+	PGresult	*res;
+	struct db_res	*r;
+
+	db->sync_warning = 0;
+	if (!PQenterPipelineMode(db->conn)) {
+		db_set_error(db, PQerrorMessage(db->conn), NULL);
+		return NULL;
+	}
+	for (int i = 0; i < n; i++) {
+		const struct db_params *p = params ? params[i] : NULL;
+
+		if (!PQsendQueryParams(db->conn, sql[i], p ? p->n : 0, NULL,
+		    p ? p->values : NULL, p ? p->lengths : NULL,
+		    p ? p->formats : NULL, result_format)) {
+			db_set_error(db, PQerrorMessage(db->conn), NULL);
+			n = i;
+			break;
+		}
+	}
+	if (!PQpipelineSync(db->conn)) {
+		db_set_error(db, PQerrorMessage(db->conn), NULL);
+		return NULL;
+	}
+	res = n > 0 ? db_pipeline_results(db, n) : NULL;
+	(void)PQexitPipelineMode(db->conn);
+	if (res == NULL)
+		return NULL;
+	if ((r = malloc(sizeof(*r))) == NULL) {
+		PQclear(res);
+		return NULL;
+	}
+	r->pg = res;
+	return r;
+}
+
 int
 db_cmd(struct db *db, const char *sql, const struct db_params *p)
 {

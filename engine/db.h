@@ -61,6 +61,11 @@ int		 db_socket(struct db *);
 /* Blocking statement; NULL on failure (reason in db_error). */
 struct db_res	*db_exec(struct db *, const char *sql,
 		    const struct db_params *, int result_format);
+/* Several statements in one round trip (libpq pipeline mode), run in
+ * order; after a failure the rest are skipped.  Returns the result of
+ * the last one, or NULL (reason in db_error). */
+struct db_res	*db_exec_pipeline(struct db *, int n, const char *const *sql,
+		    const struct db_params *const *params, int result_format);
 /* Blocking run of a whole SQL file (several statements, no
  * parameters): only for the project's own migrations and schema. */
 int		 db_script(struct db *, const char *sql);

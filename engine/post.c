@@ -1,72 +1,38 @@
 /*
- * post: loading a post with its message bytes, and a list's settings.
+ * post: a post and its list's settings, from the claim's result.
  */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "db.h"
 #include "post.h"
 
-/* Binary results, so the message bytes need no unescaping. */
-static const char post_sql[] =
-    "SELECT p.id, p.list_id, p.subaddress, m.raw, m.envelope_from,"
-    "       p.sender, coalesce(p.post_number, 0)"
-    "  FROM quire.post p JOIN quire.message m ON m.id = p.message_id"
-    " WHERE p.id = $1";
-
-int
-post_load(struct db *db, long long id, struct post *p)
+static const char *
+res_text(const struct db_res *r, int row, int col)
 {
-	struct db_params prm;
-	char		 v[24];
-
-	memset(p, 0, sizeof(*p));
-	db_params_init(&prm);
-	db_param_int(&prm, v, id);
-	if ((p->res = db_exec(db, post_sql, &prm, DB_BINARY)) == NULL)
-		return -1;
-	if (db_res_rows(p->res) != 1) {
-		db_res_free(p->res);
-		p->res = NULL;
-		return -1;
-	}
-	p->id = db_res_int(p->res, 0, 0);
-	p->list_id = (int)db_res_int(p->res, 0, 1);
-	snprintf(p->subaddress, sizeof(p->subaddress), "%s",
-	    db_res_value(p->res, 0, 2));
-	p->raw = db_res_value(p->res, 0, 3);
-	p->raw_len = db_res_length(p->res, 0, 3);
-	p->envelope_from = db_res_value(p->res, 0, 4);
-	p->sender = db_res_isnull(p->res, 0, 5) ? NULL :
-	    db_res_value(p->res, 0, 5);
-	p->post_number = (int)db_res_int(p->res, 0, 6);
-	return 0;
+	return db_res_isnull(r, row, col) ? NULL : db_res_value(r, row, col);
 }
 
 void
-post_free(struct post *p)
+post_from_res(const struct db_res *r, int row, int col, struct post *p)
 {
-	db_res_free(p->res);
-	p->res = NULL;
+	memset(p, 0, sizeof(*p));
+	p->id = db_res_int(r, row, col);
+	p->list_id = (int)db_res_int(r, row, col + 1);
+	snprintf(p->subaddress, sizeof(p->subaddress), "%s",
+	    db_res_value(r, row, col + 2));
+	p->raw = res_text(r, row, col + 3);
+	p->raw_len = (size_t)db_res_int(r, row, col + 4);
+	p->envelope_from = db_res_value(r, row, col + 5);
+	p->sender = res_text(r, row, col + 6);
+	p->post_number = (int)db_res_int(r, row, col + 7);
 }
 
-static const char list_sql[] =
-    "SELECT id, fqdn_listname, list_name, mail_host, display_name,"
-    "       description, subject_prefix, archive_policy, archive_url,"
-    "       reply_goes_to_list, reply_to_address, default_member_action,"
-    "       default_nonmember_action, personalize,"
-    "       include_rfc2369_headers::int, allow_list_posts::int,"
-    "       first_strip_reply_to::int, emergency::int, max_message_size,"
-    "       verp_delivery_interval, max_recipients, anonymous_list::int"
-    "  FROM quire.list_settings WHERE id = $1";
-
-int
-list_conf_load(struct db *db, int id, struct list_conf *l)
+void
+list_conf_from_res(const struct db_res *r, int row, int col, int list_id,
+    struct list_conf *l)
 {
-	struct db_params prm;
-	char		 v[24];
-	char		**text[] = {
+	const char	**text[] = {
 		&l->fqdn, &l->name, &l->host, &l->display_name,
 		&l->description, &l->subject_prefix, &l->archive_policy,
 		&l->archive_url, &l->reply_goes_to_list, &l->reply_to_address,
@@ -82,25 +48,39 @@ list_conf_load(struct db *db, int id, struct list_conf *l)
 	size_t		 i, ntext = sizeof(text) / sizeof(*text);
 
 	memset(l, 0, sizeof(*l));
+	l->id = list_id;
+	for (i = 0; i < ntext; i++)
+		*text[i] = db_res_value(r, row, col + (int)i);
+	for (i = 0; i < sizeof(ints) / sizeof(*ints); i++)
+		*ints[i] = (int)db_res_int(r, row, col + (int)(ntext + i));
+}
+
+int
+post_raw(struct db *db, struct post *p)
+{
+	struct db_params prm;
+	char		 id[24];
+
+	if (p->raw != NULL)
+		return 0;
 	db_params_init(&prm);
-	db_param_int(&prm, v, id);
-	if ((l->res = db_exec(db, list_sql, &prm, DB_TEXT)) == NULL)
-		return -1;
-	if (db_res_rows(l->res) != 1) {
-		list_conf_free(l);
+	db_param_int(&prm, id, p->id);
+	p->raw_res = db_exec(db, "SELECT m.raw FROM quire.post p"
+	    " JOIN quire.message m ON m.id = p.message_id WHERE p.id = $1",
+	    &prm, DB_BINARY);
+	if (p->raw_res == NULL || db_res_rows(p->raw_res) != 1) {
+		db_res_free(p->raw_res);
+		p->raw_res = NULL;
 		return -1;
 	}
-	l->id = id;
-	for (i = 0; i < ntext; i++)
-		*text[i] = (char *)db_res_value(l->res, 0, 1 + i);
-	for (i = 0; i < sizeof(ints) / sizeof(*ints); i++)
-		*ints[i] = (int)db_res_int(l->res, 0, 1 + ntext + i);
+	p->raw = db_res_value(p->raw_res, 0, 0);
+	p->raw_len = db_res_length(p->raw_res, 0, 0);
 	return 0;
 }
 
 void
-list_conf_free(struct list_conf *l)
+post_free(struct post *p)
 {
-	db_res_free(l->res);
-	l->res = NULL;
+	db_res_free(p->raw_res);
+	p->raw_res = NULL;
 }

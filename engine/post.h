@@ -1,5 +1,12 @@
 /*
  * post: what the stages read about a post and its list.
+ *
+ * The runner's claim query selects POST_COLUMNS and LIST_COLUMNS next to
+ * each queue row (binary results), so a stage starts with everything it
+ * reads already in memory; the fields point into that result.  Message
+ * bytes over POST_INLINE_MAX are left out of the claim, so a batch of
+ * large messages cannot fill memory, and fetched by post_raw() when a
+ * stage needs them.
  */
 #ifndef QUIRE_POST_H
 #define QUIRE_POST_H
@@ -9,33 +16,54 @@
 struct db;
 struct db_res;
 
+#define POST_INLINE_MAX	"1048576"
+
+/* FROM quire.post p JOIN quire.message m ... JOIN quire.list_settings ls */
+#define POST_COLUMNS \
+	"p.id, p.list_id, p.subaddress," \
+	" CASE WHEN length(m.raw) <= " POST_INLINE_MAX " THEN m.raw END," \
+	" length(m.raw), m.envelope_from, p.sender," \
+	" coalesce(p.post_number, 0)"
+#define POST_NCOLUMNS	8
+
+#define LIST_COLUMNS \
+	"ls.fqdn_listname, ls.list_name, ls.mail_host, ls.display_name," \
+	" ls.description, ls.subject_prefix, ls.archive_policy," \
+	" ls.archive_url, ls.reply_goes_to_list, ls.reply_to_address," \
+	" ls.default_member_action, ls.default_nonmember_action," \
+	" ls.personalize, ls.include_rfc2369_headers::int," \
+	" ls.allow_list_posts::int, ls.first_strip_reply_to::int," \
+	" ls.emergency::int, ls.max_message_size, ls.verp_delivery_interval," \
+	" ls.max_recipients, ls.anonymous_list::int"
+#define LIST_NCOLUMNS	21
+
 struct post {
 	long long	 id;
 	int		 list_id;
 	char		 subaddress[16];
-	const char	*raw;		/* message bytes, as received */
+	const char	*raw;		/* message bytes, or NULL: post_raw */
 	size_t		 raw_len;
 	const char	*envelope_from;
 	const char	*sender;	/* NULL until the in stage */
 	int		 post_number;
-	struct db_res	*res;		/* owns the bytes above */
+	struct db_res	*raw_res;	/* owns raw when post_raw fetched it */
 };
 
 struct list_conf {
 	int		 id;
-	char		*fqdn;
-	char		*name;
-	char		*host;
-	char		*display_name;
-	char		*description;
-	char		*subject_prefix;
-	char		*archive_policy;
-	char		*archive_url;
-	char		*reply_goes_to_list;
-	char		*reply_to_address;
-	char		*default_member_action;
-	char		*default_nonmember_action;
-	char		*personalize;
+	const char	*fqdn;
+	const char	*name;
+	const char	*host;
+	const char	*display_name;
+	const char	*description;
+	const char	*subject_prefix;
+	const char	*archive_policy;
+	const char	*archive_url;
+	const char	*reply_goes_to_list;
+	const char	*reply_to_address;
+	const char	*default_member_action;
+	const char	*default_nonmember_action;
+	const char	*personalize;
 	int		 include_rfc2369_headers;
 	int		 allow_list_posts;
 	int		 first_strip_reply_to;
@@ -44,12 +72,14 @@ struct list_conf {
 	int		 verp_delivery_interval;
 	int		 max_recipients;
 	int		 anonymous_list;
-	struct db_res	*res;
 };
 
-int	post_load(struct db *, long long id, struct post *);
+/* Fill from a claim result row, columns starting at `col'. */
+void	post_from_res(const struct db_res *, int row, int col, struct post *);
+void	list_conf_from_res(const struct db_res *, int row, int col,
+	    int list_id, struct list_conf *);
+/* Make p->raw available (fetching it if the claim left it out): 0/-1. */
+int	post_raw(struct db *, struct post *);
 void	post_free(struct post *);
-int	list_conf_load(struct db *, int id, struct list_conf *);
-void	list_conf_free(struct list_conf *);
 
 #endif

@@ -28,8 +28,10 @@
 
 #include <event2/event.h>
 
+#include "buf.h"
 #include "db.h"
 #include "log.h"
+#include "post.h"
 #include "runner.h"
 #include "stage.h"
 
@@ -112,41 +114,113 @@ runner_fail_row(struct runner *r, int stage, struct stage_ctx *ctx)
 	db_res_free(res);
 }
 
+/* The due rows of a stage with everything its stages read: the post,
+ * its message (when not large) and its list's settings. */
+static const char runner_claim_sql[] =
+    "SELECT q.id, q.attempts, " POST_COLUMNS ", " LIST_COLUMNS
+    "  FROM quire.queue q JOIN quire.post p ON p.id = q.post_id"
+    "  JOIN quire.message m ON m.id = p.message_id"
+    "  JOIN quire.list_settings ls ON ls.id = p.list_id"
+    " WHERE q.stage = $1 AND q.not_before <= now()"
+    " ORDER BY q.id LIMIT $2 FOR UPDATE OF q SKIP LOCKED";
+
+/* Every row of the batch moves at once: deleted, and re-inserted in its
+ * next stage unless it has none. */
+static const char runner_move_sql[] =
+    "WITH m AS (SELECT * FROM unnest($1::bigint[], $2::text[])"
+    "   AS m(id, next)),"
+    " gone AS (DELETE FROM quire.queue q USING m WHERE q.id = m.id"
+    "   RETURNING q.id, q.post_id)"
+    " INSERT INTO quire.queue (post_id, stage)"
+    " SELECT g.post_id, m.next FROM gone g JOIN m ON m.id = g.id"
+    "  WHERE m.next IS NOT NULL";
+
+static struct db_res *
+runner_claim(struct runner *r, int stage)
+{
+	struct db_params p;
+	const struct db_params *params[] = { NULL, &p };
+	const char	*sql[] = { "BEGIN", runner_claim_sql };
+	char		 lim[24];
+
+	db_params_init(&p);
+	db_param_text(&p, stage_defs[stage].name);
+	db_param_int(&p, lim, r->cfg->batch);
+	return db_exec_pipeline(r->db, 2, sql, params, DB_BINARY);
+}
+
+static int
+runner_commit(struct runner *r, struct buf *ids, struct buf *nexts)
+{
+	struct db_params p;
+	const struct db_params *params[] = { &p, NULL };
+	const char	*sql[] = { runner_move_sql, "COMMIT" };
+	struct db_res	*res;
+
+	if (buf_adds(ids, "}") == -1 || buf_adds(nexts, "}") == -1)
+		return -1;
+	db_params_init(&p);
+	db_param_text(&p, ids->p);
+	db_param_text(&p, nexts->p);
+	res = db_exec_pipeline(r->db, 2, sql, params, DB_TEXT);
+	db_res_free(res);
+	return res == NULL ? -1 : 0;
+}
+
+/* Run the stage on row i of the claim; 0, or -1 with ctx->error set. */
+static int
+runner_row(struct runner *r, int stage, struct db_res *rows, int i,
+    struct stage_ctx *ctx)
+{
+	struct post	 post;
+	struct list_conf list;
+	int		 rc;
+
+	post_from_res(rows, i, 2, &post);
+	list_conf_from_res(rows, i, 2 + POST_NCOLUMNS, post.list_id, &list);
+	memset(ctx, 0, sizeof(*ctx));
+	ctx->db = r->db;
+	ctx->queue_id = db_res_int(rows, i, 0);
+	ctx->attempts = (int)db_res_int(rows, i, 1);
+	ctx->post_id = post.id;
+	ctx->post = &post;
+	ctx->list = &list;
+	rc = stage_defs[stage].run(ctx);
+	post_free(&post);
+	ctx->post = NULL;
+	ctx->list = NULL;
+	return rc;
+}
+
 /* One transaction: returns the rows done (the batch size when more may
  * be due), 0 when none was due, or -1 when the connection broke. */
 static int
 runner_batch(struct runner *r, int stage)
 {
-	struct db_params p;
 	struct db_res	*rows;
 	struct stage_ctx ctx;
-	char		 lim[24];
-	int		 n, i;
+	struct buf	 ids = { 0 }, nexts = { 0 };
+	int		 n, i, rc = 0;
 
-	if (db_cmd(r->db, "BEGIN", NULL) == -1)
-		return -1;
-	db_params_init(&p);
-	db_param_text(&p, stage_defs[stage].name);
-	db_param_int(&p, lim, r->cfg->batch);
-	rows = db_exec(r->db, "SELECT id, post_id, attempts FROM quire.queue"
-	    " WHERE stage = $1 AND not_before <= now() ORDER BY id LIMIT $2"
-	    " FOR UPDATE SKIP LOCKED", &p, DB_TEXT);
-	if (rows == NULL)
+	if ((rows = runner_claim(r, stage)) == NULL)
 		return -1;
 	n = db_res_rows(rows);
-	for (i = 0; i < n; i++) {
-		memset(&ctx, 0, sizeof(ctx));
-		ctx.db = r->db;
-		ctx.queue_id = db_res_int(rows, i, 0);
-		ctx.post_id = db_res_int(rows, i, 1);
-		ctx.attempts = (int)db_res_int(rows, i, 2);
-		if (stage_defs[stage].run(&ctx) == -1)
+	rc |= buf_adds(&ids, "{");
+	rc |= buf_adds(&nexts, "{");
+	for (i = 0; i < n && rc == 0; i++) {
+		if (runner_row(r, stage, rows, i, &ctx) == -1)
 			break;
-		log_debug("stage_done", "stage=%s post=%lld",
-		    stage_defs[stage].name, ctx.post_id);
+		rc |= buf_addf(&ids, "%s%lld", i ? "," : "", ctx.queue_id);
+		rc |= buf_addf(&nexts, "%s%s", i ? "," : "",
+		    ctx.next ? ctx.next : "NULL");
+		log_debug("stage_done", "stage=%s post=%lld next=%s",
+		    stage_defs[stage].name, ctx.post_id,
+		    ctx.next ? ctx.next : "-");
 	}
 	db_res_free(rows);
-	if (i < n) {
+	if (i < n && rc == 0) {
+		buf_free(&ids);
+		buf_free(&nexts);
 		if (!db_ok(r->db))
 			return -1;
 		runner_fail_row(r, stage, &ctx);
@@ -154,9 +228,13 @@ runner_batch(struct runner *r, int stage)
 		 * report a full batch so that the caller claims again. */
 		return db_ok(r->db) ? r->cfg->batch : -1;
 	}
-	if (db_cmd(r->db, "COMMIT", NULL) == -1)
-		return -1;
-	return n;
+	if (rc == 0 && n > 0)
+		rc = runner_commit(r, &ids, &nexts);
+	else if (rc == 0)
+		rc = db_cmd(r->db, "COMMIT", NULL);
+	buf_free(&ids);
+	buf_free(&nexts);
+	return rc == 0 ? n : -1;
 }
 
 static void

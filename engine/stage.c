@@ -46,31 +46,14 @@ stage_db_error(struct stage_ctx *ctx, const char *what)
 int
 stage_advance(struct stage_ctx *ctx, const char *next)
 {
-	struct db_params p;
-	char		 id[24];
-
-	db_params_init(&p);
-	db_param_int(&p, id, ctx->queue_id);
-	db_param_text(&p, next);
-	if (db_cmd(ctx->db,
-	    "WITH gone AS (DELETE FROM quire.queue WHERE id = $1"
-	    "  RETURNING post_id)"
-	    " INSERT INTO quire.queue (post_id, stage)"
-	    " SELECT post_id, $2 FROM gone", &p) == -1)
-		return stage_db_error(ctx, "advance");
+	ctx->next = next;
 	return 0;
 }
 
 int
 stage_finish(struct stage_ctx *ctx)
 {
-	struct db_params p;
-	char		 id[24];
-
-	db_params_init(&p);
-	db_param_int(&p, id, ctx->queue_id);
-	if (db_cmd(ctx->db, "DELETE FROM quire.queue WHERE id = $1", &p))
-		return stage_db_error(ctx, "finish");
+	ctx->next = NULL;
 	return 0;
 }
 

@@ -2,15 +2,19 @@
  * stage: the in-database pipeline stages.
  *
  * A stage is a function from one claimed queue row to SQL effects, run
- * inside the runner's transaction: it moves the row on (or finishes it)
- * with the helpers below and returns 0, or returns -1 with ctx->error
- * set, after which the runner rolls the transaction back and counts the
- * failure against the row (see quire.queue_fail).
+ * inside the runner's transaction.  It finds the post and its list in
+ * ctx, already loaded by the claim; it says where the row goes next with
+ * stage_advance() or stage_finish(), and the runner moves every row of
+ * the batch in one statement just before COMMIT.  It returns 0, or -1
+ * with ctx->error set, after which the runner rolls the transaction back
+ * and counts the failure against the row (see quire.queue_fail).
  */
 #ifndef QUIRE_STAGE_H
 #define QUIRE_STAGE_H
 
 struct db;
+struct list_conf;
+struct post;
 
 enum stage_id {
 	STAGE_IN,
@@ -25,6 +29,9 @@ struct stage_ctx {
 	long long	 queue_id;
 	long long	 post_id;
 	int		 attempts;
+	struct post	*post;
+	struct list_conf *list;
+	const char	*next;		/* next stage, or NULL: done */
 	char		 error[256];
 };
 
@@ -41,9 +48,9 @@ extern const struct stage_def stage_defs[STAGE_COUNT];
 /* Index of a stage by name, or -1. */
 int	stage_lookup(const char *);
 
-/* Move the row to `next' (delete it, insert the next stage's row). */
+/* The row moves to stage `next' at commit. */
 int	stage_advance(struct stage_ctx *, const char *next);
-/* The post has reached its end here: delete the row. */
+/* The post has reached its end here: the row is deleted at commit. */
 int	stage_finish(struct stage_ctx *);
 /* Set the post's status and reason (held, discarded) and finish. */
 int	stage_settle(struct stage_ctx *, const char *status,

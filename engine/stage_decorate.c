@@ -183,18 +183,7 @@ decorate_run(struct stage_ctx *ctx, const struct post *p,
 int
 stage_decorate(struct stage_ctx *ctx)
 {
-	struct post	 p;
-	struct list_conf l;
-	int		 rc;
-
-	if (post_load(ctx->db, ctx->post_id, &p) == -1)
-		return stage_db_error(ctx, "load post");
-	if (list_conf_load(ctx->db, p.list_id, &l) == -1) {
-		post_free(&p);
-		return stage_db_error(ctx, "load list");
-	}
-	rc = decorate_run(ctx, &p, &l);
-	list_conf_free(&l);
-	post_free(&p);
-	return rc;
+	if (post_raw(ctx->db, ctx->post) == -1)
+		return stage_db_error(ctx, "load message");
+	return decorate_run(ctx, ctx->post, ctx->list);
 }

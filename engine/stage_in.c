@@ -108,31 +108,19 @@ in_store(struct stage_ctx *ctx, const struct in_facts *f)
 int
 stage_in(struct stage_ctx *ctx)
 {
-	struct post	 p;
-	struct list_conf l;
 	struct in_facts	 f;
-	int		 rc = -1;
+	int		 rc;
 
-	if (post_load(ctx->db, ctx->post_id, &p) == -1)
-		return stage_db_error(ctx, "load post");
-	if (list_conf_load(ctx->db, p.list_id, &l) == -1) {
-		post_free(&p);
-		return stage_db_error(ctx, "load list");
-	}
-	if (in_parse(&p, l.fqdn, &f) == -1) {
-		stage_errorf(ctx, "out of memory parsing the message");
-		goto out;
-	}
-	if (in_store(ctx, &f) == -1)
-		goto out;
-	if (f.loop)
+	if (post_raw(ctx->db, ctx->post) == -1)
+		return stage_db_error(ctx, "load message");
+	if (in_parse(ctx->post, ctx->list->fqdn, &f) == -1)
+		return stage_errorf(ctx, "out of memory parsing the message");
+	rc = in_store(ctx, &f);
+	if (rc == 0 && f.loop)
 		rc = stage_settle(ctx, "held",
 		    "loop: the post already carries this list's X-BeenThere");
-	else
+	else if (rc == 0)
 		rc = stage_advance(ctx, "posting");
 	in_facts_free(&f);
-out:
-	list_conf_free(&l);
-	post_free(&p);
 	return rc;
 }

@@ -110,32 +110,20 @@ posting_accept(struct stage_ctx *ctx, int list_id)
 int
 stage_posting(struct stage_ctx *ctx)
 {
-	struct post	 p;
-	struct list_conf l;
+	struct post	*p = ctx->post;
 	struct posting_sender s;
 	const char	*action;
 	char		 reason[512];
-	int		 rc = -1;
 
-	if (post_load(ctx->db, ctx->post_id, &p) == -1)
-		return stage_db_error(ctx, "load post");
-	if (list_conf_load(ctx->db, p.list_id, &l) == -1) {
-		post_free(&p);
-		return stage_db_error(ctx, "load list");
-	}
 	/* Mail to -owner skips the posting rules, as in Mailman. */
-	if (strcmp(p.subaddress, "owner") == 0)
-		rc = stage_advance(ctx, "decorate");
-	else if (posting_lookup(ctx, p.list_id, p.sender, &s) == 0) {
-		action = posting_decide(&p, &l, &s, reason, sizeof(reason));
-		if (strcmp(action, "accept") == 0)
-			rc = posting_accept(ctx, p.list_id);
-		else if (strcmp(action, "discard") == 0)
-			rc = stage_settle(ctx, "discarded", reason);
-		else
-			rc = stage_settle(ctx, "held", reason);
-	}
-	list_conf_free(&l);
-	post_free(&p);
-	return rc;
+	if (strcmp(p->subaddress, "owner") == 0)
+		return stage_advance(ctx, "decorate");
+	if (posting_lookup(ctx, p->list_id, p->sender, &s) == -1)
+		return -1;
+	action = posting_decide(p, ctx->list, &s, reason, sizeof(reason));
+	if (strcmp(action, "accept") == 0)
+		return posting_accept(ctx, p->list_id);
+	if (strcmp(action, "discard") == 0)
+		return stage_settle(ctx, "discarded", reason);
+	return stage_settle(ctx, "held", reason);
 }
