@@ -9,7 +9,9 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -17,6 +19,14 @@
 
 #include "db.h"
 #include "log.h"
+
+/* Statements prepared per connection: a runner repeats the same few
+ * dozen, and planning them each time cost more than running them.
+ * XXX A migration that changes a view's columns under a running engine
+ * makes its cached plans fail ("cached plan must not change result
+ * type") until the worker reconnects; the cache should be dropped on
+ * that error. */
+#define DB_STMT_CACHE	64
 
 enum db_state {
 	DB_DOWN,
@@ -46,6 +56,11 @@ struct db {
 	char		 sqlstate[6];
 	char		*channels[16];	/* LISTENed, for the notify mask */
 	int		 nchannels;
+	struct db_stmt {
+		unsigned	 hash;
+		char		*sql;
+	}		 stmts[DB_STMT_CACHE];
+	int		 nstmts;
 
 	/* asynchronous connections only */
 	struct event_base *base;
@@ -214,6 +229,8 @@ db_close(struct db *db)
 		PQfinish(db->conn);
 	for (int i = 0; i < db->nchannels; i++)
 		free(db->channels[i]);
+	for (int i = 0; i < db->nstmts; i++)
+		free(db->stmts[i].sql);
 	free(db->conninfo);
 	free(db->appname);
 	free(db);
@@ -252,17 +269,81 @@ db_result_ok(PGresult *res)
 	return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
 }
 
+static unsigned
+db_hash(const char *s)
+{
+	unsigned h = 2166136261u;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 16777619u;
+	return h;
+}
+
+/* Only these can be prepared; BEGIN, COMMIT, SET and LISTEN cannot. */
+static int
+db_preparable(const char *sql)
+{
+	static const char *const verbs[] = {
+		"SELECT", "WITH", "INSERT", "UPDATE", "DELETE", NULL
+	};
+
+	while (*sql == ' ' || *sql == '\n' || *sql == '\t')
+		sql++;
+	for (int i = 0; verbs[i] != NULL; i++)
+		if (strncasecmp(sql, verbs[i], strlen(verbs[i])) == 0)
+			return 1;
+	return 0;
+}
+
+/* The name of sql's prepared statement, preparing it on first use; 0 if
+ * it is run unprepared (not preparable, cache full, or refused: the
+ * unprepared run then reports the error). */
+static int
+db_prepared(struct db *db, const char *sql, const struct db_params *p,
+    char name[16])
+{
+	unsigned	 h;
+	PGresult	*res;
+	int		 i, ok;
+
+	if (!db_preparable(sql))
+		return 0;
+	h = db_hash(sql);
+	for (i = 0; i < db->nstmts; i++)
+		if (db->stmts[i].hash == h && strcmp(db->stmts[i].sql, sql) == 0)
+			break;
+	snprintf(name, 16, "quire_%d", i);
+	if (i < db->nstmts)
+		return 1;
+	if (db->nstmts == DB_STMT_CACHE)
+		return 0;
+	res = PQprepare(db->conn, name, sql, p ? p->n : 0, NULL);
+	ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
+	PQclear(res);
+	if (!ok || (db->stmts[i].sql = strdup(sql)) == NULL)
+		return 0;
+	db->stmts[i].hash = h;
+	db->nstmts++;
+	return 1;
+}
+
 struct db_res *
 db_exec(struct db *db, const char *sql, const struct db_params *p,
     int result_format)
 {
 	PGresult	*res;
 	struct db_res	*r;
+	char		 name[16];
 
 	db->sync_warning = 0;
-	res = PQexecParams(db->conn, sql, p ? p->n : 0, NULL,
-	    p ? p->values : NULL, p ? p->lengths : NULL,
-	    p ? p->formats : NULL, result_format);
+	if (db_prepared(db, sql, p, name))
+		res = PQexecPrepared(db->conn, name, p ? p->n : 0,
+		    p ? p->values : NULL, p ? p->lengths : NULL,
+		    p ? p->formats : NULL, result_format);
+	else
+		res = PQexecParams(db->conn, sql, p ? p->n : 0, NULL,
+		    p ? p->values : NULL, p ? p->lengths : NULL,
+		    p ? p->formats : NULL, result_format);
 	if (res == NULL || !db_result_ok(res)) {
 		db_set_error(db, res ? PQresultErrorMessage(res) :
 		    PQerrorMessage(db->conn), res);
@@ -332,17 +413,30 @@ db_exec_pipeline(struct db *db, int n, const char *const *sql,
 	PGresult	*res;
 	struct db_res	*r;
 
+	char		 names[8][16];
+	int		 prepared[8] = { 0 };
+
 	db->sync_warning = 0;
+	/* Prepare first: PQprepare waits for its answer, which pipeline
+	 * mode does not allow. */
+	for (int i = 0; i < n && i < 8; i++)
+		prepared[i] = db_prepared(db, sql[i], params ? params[i] :
+		    NULL, names[i]);
 	if (!PQenterPipelineMode(db->conn)) {
 		db_set_error(db, PQerrorMessage(db->conn), NULL);
 		return NULL;
 	}
 	for (int i = 0; i < n; i++) {
 		const struct db_params *p = params ? params[i] : NULL;
-
-		if (!PQsendQueryParams(db->conn, sql[i], p ? p->n : 0, NULL,
+		int sent = i < 8 && prepared[i] ?
+		    PQsendQueryPrepared(db->conn, names[i], p ? p->n : 0,
 		    p ? p->values : NULL, p ? p->lengths : NULL,
-		    p ? p->formats : NULL, result_format)) {
+		    p ? p->formats : NULL, result_format) :
+		    PQsendQueryParams(db->conn, sql[i], p ? p->n : 0, NULL,
+		    p ? p->values : NULL, p ? p->lengths : NULL,
+		    p ? p->formats : NULL, result_format);
+
+		if (!sent) {
 			db_set_error(db, PQerrorMessage(db->conn), NULL);
 			n = i;
 			break;
