@@ -75,6 +75,7 @@ struct out {
 	struct db	*db;
 	struct event	*ev_db;
 	struct event	*ev_due;
+	struct event	*ev_pump;	/* claim for the next idle slot */
 	struct out_msg	*cache;
 	struct out_slot	 slots[OUT_MAX_CONNS];
 	int		 nslots;
@@ -477,6 +478,14 @@ again:
 			idle = 1;
 			break;
 		}
+		/* Let this batch's first write leave before claiming the
+		 * next: come back from the event loop for the other slots. */
+		for (int j = i + 1; j < o->nslots; j++)
+			if (o->slots[j].batch == NULL) {
+				event_active(o->ev_pump, EV_TIMEOUT, 0);
+				return;
+			}
+		break;
 	}
 	if (!db_ok(o->db)) {
 		log_warn("runner_db_lost", "reason=%s", log_q(db_error(o->db)));
@@ -542,6 +551,7 @@ out_main(const struct out_config *cfg)
 			return -1;
 	}
 	o.ev_due = evtimer_new(o.base, out_on_due, &o);
+	o.ev_pump = event_new(o.base, -1, 0, out_on_due, &o);
 	out_connect(&o);
 	out_pump(&o);
 	event_base_dispatch(o.base);

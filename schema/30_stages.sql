@@ -64,8 +64,10 @@ COMMENT ON FUNCTION quire.queue_fail(bigint, text, integer, interval) IS
 
 -- Seconds until the earliest future row of the given stages, or NULL.
 CREATE OR REPLACE FUNCTION quire.queue_next_due(stages text[])
-RETURNS double precision LANGUAGE sql STABLE AS $$
-	SELECT extract(epoch FROM min(q.not_before) - now())
-	  FROM quire.queue q
-	 WHERE q.stage = ANY (stages) AND q.not_before > now()
+RETURNS double precision LANGUAGE plpgsql STABLE AS $$
+BEGIN
+	RETURN (SELECT extract(epoch FROM min(q.not_before) - now())
+		  FROM quire.queue q
+		 WHERE q.stage = ANY (stages) AND q.not_before > now());
+END
 $$;

@@ -58,7 +58,10 @@ CREATE OR REPLACE FUNCTION quire.delivery_record(token uuid, ids bigint[],
     retry_max interval, give_up interval,
     OUT sent integer, OUT deferred integer, OUT bounced integer,
     OUT expired integer, OUT stale integer)
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+-- plpgsql, not sql: its plan is cached per session, where a sql function
+-- is planned again on every call.
+BEGIN
 	WITH r AS (
 		SELECT * FROM unnest(ids, codes, replies) AS x(id, code, reply)),
 	mine AS (
@@ -104,7 +107,9 @@ LANGUAGE sql AS $$
 	       count(*) FILTER (WHERE outcome = 'bounced')::integer,
 	       count(*) FILTER (WHERE outcome = 'expired')::integer,
 	       (coalesce(array_length(ids, 1), 0) - count(*))::integer
-	  FROM mine
+	  INTO sent, deferred, bounced, expired, stale
+	  FROM mine;
+END
 $$;
 COMMENT ON FUNCTION quire.delivery_record(uuid, bigint[], integer[], text[],
     text, interval, interval, interval) IS
@@ -114,12 +119,14 @@ COMMENT ON FUNCTION quire.delivery_record(uuid, bigint[], integer[], text[],
     'was taken over are left alone and counted as stale';
 
 CREATE OR REPLACE FUNCTION quire.delivery_next_due()
-RETURNS double precision LANGUAGE sql STABLE AS $$
-	SELECT extract(epoch FROM least(
+RETURNS double precision LANGUAGE plpgsql STABLE AS $$
+BEGIN
+	RETURN extract(epoch FROM least(
 	    (SELECT min(d.not_before) FROM quire.delivery d
 	      WHERE d.state = 'queued'),
 	    (SELECT min(d.lease_until) FROM quire.delivery d
-	      WHERE d.state = 'leased')) - now())
+	      WHERE d.state = 'leased')) - now());
+END
 $$;
 COMMENT ON FUNCTION quire.delivery_next_due() IS
     'seconds until the next copy is due or lease expires (negative: '
