@@ -26,10 +26,22 @@ static const char *const intake_subaddresses[] = {
 	"post", "bounces", "confirm", "join", "leave", "request", "owner", NULL
 };
 
+/* Several connections, so that concurrent messages commit together
+ * (one WAL flush for many) instead of queueing behind each other. */
+#define INTAKE_MAX_DB	16
+
 struct intake {
 	const struct intake_config *cfg;
-	struct db	*db;
+	struct db	*db[INTAKE_MAX_DB];
+	int		 ndb;
+	unsigned	 next;
 };
+
+static struct db *
+intake_db(struct intake *in)
+{
+	return in->db[in->next++ % (unsigned)in->ndb];
+}
 
 struct intake_rcpt_q {
 	struct intake	*in;
@@ -127,7 +139,8 @@ intake_rcpt(void *arg, struct lmtp_txn *txn, size_t idx)
 	q->idx = idx;
 	db_params_init(&p);
 	db_param_text(&p, lmtp_txn_rcpt(txn, idx));
-	db_send(in->db, "SELECT r.list_id, r.subaddress, l.accept_size_limit"
+	db_send(intake_db(in), "SELECT r.list_id, r.subaddress,"
+	    " l.accept_size_limit"
 	    "  FROM quire.resolve_recipient($1) r"
 	    "  LEFT JOIN quire.list l ON l.id = r.list_id", &p, DB_TEXT,
 	    intake_on_rcpt, q);
@@ -230,7 +243,7 @@ intake_send_accept(struct intake *in, struct intake_accept_q *q,
 	db_param_text(&p, rcpts.p);
 	db_param_text(&p, ids.p);
 	db_param_text(&p, subs.p);
-	db_send(in->db, "SELECT recipient_index, post_id, duplicate"
+	db_send(intake_db(in), "SELECT recipient_index, post_id, duplicate"
 	    "  FROM quire.accept($1, $2, $3, $4, $5, $6)", &p, DB_TEXT,
 	    intake_on_accept, q);
 out:
@@ -293,10 +306,14 @@ intake_main(const struct intake_config *cfg)
 	if ((base = event_base_new()) == NULL)
 		return -1;
 	in.cfg = cfg;
-	in.db = db_async_new(base, cfg->conninfo, cfg->appname,
-	    cfg->commit_timeout);
-	if (in.db == NULL)
-		return -1;
+	in.next = 0;
+	in.ndb = cfg->db_connections < 1 ? 1 :
+	    cfg->db_connections > INTAKE_MAX_DB ? INTAKE_MAX_DB :
+	    cfg->db_connections;
+	for (int i = 0; i < in.ndb; i++)
+		if ((in.db[i] = db_async_new(base, cfg->conninfo, cfg->appname,
+		    cfg->commit_timeout)) == NULL)
+			return -1;
 	memset(&lc, 0, sizeof(lc));
 	lc.host = cfg->host;
 	lc.port = cfg->port;

@@ -18,6 +18,7 @@ struct intake_config {
 	int		 idle_timeout;
 	int		 data_timeout;
 	int		 commit_timeout;
+	int		 db_connections;	/* database connections */
 };
 
 /* Runs until killed; returns only on a fatal error. */

@@ -140,6 +140,7 @@ engine_configure(struct engine *e, struct cli *c)
 	e->intake.idle_timeout = opt_int(c, "--idle-timeout", 300);
 	e->intake.data_timeout = opt_int(c, "--data-timeout", 300);
 	e->intake.commit_timeout = opt_int(c, "--commit-timeout", 10);
+	e->intake.db_connections = opt_int(c, "--lmtp-db-connections", 4);
 	e->runner.max_attempts = opt_int(c, "--max-attempts", 5);
 	e->runner.batch = opt_int(c, "--batch", 32);
 	e->runner.retry_backoff = opt_int(c, "--stage-backoff", 1);
