@@ -413,22 +413,30 @@ db_exec_pipeline(struct db *db, int n, const char *const *sql,
 	PGresult	*res;
 	struct db_res	*r;
 
-	char		 names[8][16];
-	int		 prepared[8] = { 0 };
+	char		 (*names)[16] = calloc(n ? n : 1, sizeof(*names));
+	int		*prepared = calloc(n ? n : 1, sizeof(*prepared));
 
 	db->sync_warning = 0;
 	/* Prepare first: PQprepare waits for its answer, which pipeline
 	 * mode does not allow. */
-	for (int i = 0; i < n && i < 8; i++)
+	if (names == NULL || prepared == NULL) {
+		free(names);
+		free(prepared);
+		db_set_error(db, "out of memory", NULL);
+		return NULL;
+	}
+	for (int i = 0; i < n; i++)
 		prepared[i] = db_prepared(db, sql[i], params ? params[i] :
 		    NULL, names[i]);
 	if (!PQenterPipelineMode(db->conn)) {
 		db_set_error(db, PQerrorMessage(db->conn), NULL);
+		free(names);
+		free(prepared);
 		return NULL;
 	}
 	for (int i = 0; i < n; i++) {
 		const struct db_params *p = params ? params[i] : NULL;
-		int sent = i < 8 && prepared[i] ?
+		int sent = prepared[i] ?
 		    PQsendQueryPrepared(db->conn, names[i], p ? p->n : 0,
 		    p ? p->values : NULL, p ? p->lengths : NULL,
 		    p ? p->formats : NULL, result_format) :
@@ -442,6 +450,8 @@ db_exec_pipeline(struct db *db, int n, const char *const *sql,
 			break;
 		}
 	}
+	free(names);
+	free(prepared);
 	if (!PQpipelineSync(db->conn)) {
 		db_set_error(db, PQerrorMessage(db->conn), NULL);
 		return NULL;
@@ -456,6 +466,136 @@ db_exec_pipeline(struct db *db, int n, const char *const *sql,
 	}
 	r->pg = res;
 	return r;
+}
+
+struct db_batch {
+	int		 n, cap;
+	char		**sql;
+	struct db_params *params;
+	char		***bufs;	/* owned parameter copies */
+};
+
+struct db_batch *
+db_batch_new(void)
+{
+	return calloc(1, sizeof(struct db_batch));
+}
+
+int
+db_batch_len(const struct db_batch *b)
+{
+	return b->n;
+}
+
+static void
+db_batch_clear(struct db_batch *b)
+{
+	for (int i = 0; i < b->n; i++) {
+		for (int j = 0; j < b->params[i].n; j++)
+			free(b->bufs[i][j]);
+		free(b->bufs[i]);
+		free(b->sql[i]);
+	}
+	b->n = 0;
+}
+
+int
+db_batch_add(struct db_batch *b, const char *sql, const struct db_params *p)
+{
+	struct db_params	 empty = { 0 };
+	char			**copies;
+
+	if (b->n == b->cap) {
+		int cap = b->cap ? b->cap * 2 : 16;
+		char **s = realloc(b->sql, cap * sizeof(*s));
+		struct db_params *ps;
+		char ***bs;
+
+		if (s == NULL)
+			return -1;
+		b->sql = s;
+		if ((ps = realloc(b->params, cap * sizeof(*ps))) == NULL)
+			return -1;
+		b->params = ps;
+		if ((bs = realloc(b->bufs, cap * sizeof(*bs))) == NULL)
+			return -1;
+		b->bufs = bs;
+		b->cap = cap;
+	}
+	if (p == NULL)
+		p = &empty;
+	if ((copies = calloc(p->n ? p->n : 1, sizeof(char *))) == NULL)
+		return -1;
+	b->params[b->n] = *p;
+	for (int i = 0; i < p->n; i++) {
+		size_t len;
+
+		if (p->values[i] == NULL)
+			continue;
+		len = p->formats[i] ? (size_t)p->lengths[i] :
+		    strlen(p->values[i]) + 1;
+		if ((copies[i] = malloc(len ? len : 1)) == NULL)
+			goto fail;
+		memcpy(copies[i], p->values[i], len);
+		b->params[b->n].values[i] = copies[i];
+	}
+	if ((b->sql[b->n] = strdup(sql)) == NULL)
+		goto fail;
+	b->bufs[b->n++] = copies;
+	return 0;
+fail:
+	for (int i = 0; i < p->n; i++)
+		free(copies[i]);
+	free(copies);
+	return -1;
+}
+
+int
+db_batch_run(struct db *db, struct db_batch *b, const char *last)
+{
+	const char		**sql;
+	const struct db_params	**params;
+	struct db_res		*r = NULL;
+	int			 n = b->n + (last != NULL);
+
+	sql = calloc(n ? n : 1, sizeof(*sql));
+	params = calloc(n ? n : 1, sizeof(*params));
+	if (sql != NULL && params != NULL) {
+		for (int i = 0; i < b->n; i++) {
+			sql[i] = b->sql[i];
+			params[i] = &b->params[i];
+		}
+		if (last != NULL)
+			sql[b->n] = last;
+		r = n > 0 ? db_exec_pipeline(db, n, sql, params, DB_TEXT) :
+		    NULL;
+	} else
+		db_set_error(db, "out of memory", NULL);
+	free(sql);
+	free(params);
+	db_batch_clear(b);
+	if (r == NULL && n > 0)
+		return -1;
+	db_res_free(r);
+	return 0;
+}
+
+void
+db_batch_reset(struct db_batch *b)
+{
+	db_batch_clear(b);
+}
+
+void
+db_batch_free(struct db_batch *b)
+{
+	if (b == NULL)
+		return;
+	db_batch_clear(b);
+	free(b->sql);
+	free(b->params);
+	free(b->bufs);
+	free(b);
 }
 
 int

@@ -66,6 +66,22 @@ struct db_res	*db_exec(struct db *, const char *sql,
  * the last one, or NULL (reason in db_error). */
 struct db_res	*db_exec_pipeline(struct db *, int n, const char *const *sql,
 		    const struct db_params *const *params, int result_format);
+/* Statements whose results are not needed, kept (with copies of their
+ * parameters) to be sent later in one round trip. */
+struct db_batch;
+
+struct db_batch	*db_batch_new(void);
+/* 0, or -1 when out of memory. */
+int		 db_batch_add(struct db_batch *, const char *sql,
+		    const struct db_params *);
+int		 db_batch_len(const struct db_batch *);
+/* Send every statement, then `last' if not NULL, in one pipeline; the
+ * batch is emptied.  0, or -1 (reason in db_error). */
+int		 db_batch_run(struct db *, struct db_batch *, const char *last);
+/* Forget the statements kept (after a rollback). */
+void		 db_batch_reset(struct db_batch *);
+void		 db_batch_free(struct db_batch *);
+
 /* Blocking run of a whole SQL file (several statements, no
  * parameters): only for the project's own migrations and schema. */
 int		 db_script(struct db *, const char *sql);

@@ -41,6 +41,7 @@ struct runner {
 	struct db	*db;
 	struct event	*ev_db;
 	struct event	*ev_due;
+	struct db_batch	*writes;	/* the batch's deferred statements */
 	unsigned	 dirty;
 	const char	*channels[STAGE_COUNT];
 	int		 channel_stage[STAGE_COUNT];
@@ -136,7 +137,7 @@ static const char runner_move_sql[] =
     "  WHERE m.next IS NOT NULL";
 
 static struct db_res *
-runner_claim(struct runner *r, int stage)
+runner_claim(struct runner *r, int stage, int limit)
 {
 	struct db_params p;
 	const struct db_params *params[] = { NULL, &p };
@@ -145,7 +146,7 @@ runner_claim(struct runner *r, int stage)
 
 	db_params_init(&p);
 	db_param_text(&p, stage_defs[stage].name);
-	db_param_int(&p, lim, r->cfg->batch);
+	db_param_int(&p, lim, limit);
 	return db_exec_pipeline(r->db, 2, sql, params, DB_BINARY);
 }
 
@@ -153,18 +154,15 @@ static int
 runner_commit(struct runner *r, struct buf *ids, struct buf *nexts)
 {
 	struct db_params p;
-	const struct db_params *params[] = { &p, NULL };
-	const char	*sql[] = { runner_move_sql, "COMMIT" };
-	struct db_res	*res;
 
 	if (buf_adds(ids, "}") == -1 || buf_adds(nexts, "}") == -1)
 		return -1;
 	db_params_init(&p);
 	db_param_text(&p, ids->p);
 	db_param_text(&p, nexts->p);
-	res = db_exec_pipeline(r->db, 2, sql, params, DB_TEXT);
-	db_res_free(res);
-	return res == NULL ? -1 : 0;
+	if (db_batch_add(r->writes, runner_move_sql, &p) == -1)
+		return -1;
+	return db_batch_run(r->db, r->writes, "COMMIT");
 }
 
 /* Run the stage on row i of the claim; 0, or -1 with ctx->error set. */
@@ -185,6 +183,7 @@ runner_row(struct runner *r, int stage, struct db_res *rows, int i,
 	ctx->post_id = post.id;
 	ctx->post = &post;
 	ctx->list = &list;
+	ctx->writes = r->writes;
 	rc = stage_defs[stage].run(ctx);
 	post_free(&post);
 	ctx->post = NULL;
@@ -192,19 +191,23 @@ runner_row(struct runner *r, int stage, struct db_res *rows, int i,
 	return rc;
 }
 
-/* One transaction: returns the rows done (the batch size when more may
- * be due), 0 when none was due, or -1 when the connection broke. */
+/* One transaction of up to `limit' rows: returns the rows done (the
+ * limit when more may be due), 0 when none was due, or -1 when the
+ * connection broke. */
 static int
-runner_batch(struct runner *r, int stage)
+runner_batch(struct runner *r, int stage, int limit)
 {
 	struct db_res	*rows;
 	struct stage_ctx ctx;
 	struct buf	 ids = { 0 }, nexts = { 0 };
 	int		 n, i, rc = 0;
 
-	if ((rows = runner_claim(r, stage)) == NULL)
+	if ((rows = runner_claim(r, stage, limit)) == NULL)
 		return -1;
-	n = db_res_rows(rows);
+	if ((n = db_res_rows(rows)) == 0) {
+		db_res_free(rows);
+		return db_cmd(r->db, "COMMIT", NULL) == 0 ? 0 : -1;
+	}
 	rc |= buf_adds(&ids, "{");
 	rc |= buf_adds(&nexts, "{");
 	for (i = 0; i < n && rc == 0; i++) {
@@ -218,23 +221,30 @@ runner_batch(struct runner *r, int stage)
 		    ctx.next ? ctx.next : "-");
 	}
 	db_res_free(rows);
-	if (i < n && rc == 0) {
-		buf_free(&ids);
-		buf_free(&nexts);
-		if (!db_ok(r->db))
-			return -1;
-		runner_fail_row(r, stage, &ctx);
-		/* The rest of the batch was rolled back and is due now:
-		 * report a full batch so that the caller claims again. */
-		return db_ok(r->db) ? r->cfg->batch : -1;
-	}
-	if (rc == 0 && n > 0)
+	if (i == n && rc == 0)
 		rc = runner_commit(r, &ids, &nexts);
-	else if (rc == 0)
-		rc = db_cmd(r->db, "COMMIT", NULL);
 	buf_free(&ids);
 	buf_free(&nexts);
-	return rc == 0 ? n : -1;
+	if (i == n && rc == 0)
+		return n;
+	db_batch_reset(r->writes);
+	if (!db_ok(r->db))
+		return -1;
+	if (i == n && n > 1) {
+		/* A deferred statement failed and it is not known whose:
+		 * go through the rows one by one to find out. */
+		(void)db_cmd(r->db, "ROLLBACK", NULL);
+		for (int k = 0; k < n; k++)
+			if (runner_batch(r, stage, 1) == -1)
+				return -1;
+		return limit;
+	}
+	if (i == n)
+		stage_errorf(&ctx, "%s", db_error(r->db));
+	runner_fail_row(r, stage, &ctx);
+	/* The rest of the batch was rolled back and is due now: report a
+	 * full batch so that the caller claims again. */
+	return db_ok(r->db) ? limit : -1;
 }
 
 static void
@@ -327,7 +337,8 @@ again:
 			r->dirty &= ~(1u << s);
 			/* A short batch drained what was due; rows that come
 			 * later arrive with their own notification. */
-			while ((n = runner_batch(r, s)) == r->cfg->batch)
+			while ((n = runner_batch(r, s, r->cfg->batch)) ==
+			    r->cfg->batch)
 				;
 			if (n == -1) {
 				log_warn("runner_db_lost", "reason=%s",
@@ -375,6 +386,8 @@ runner_main(const struct runner_config *cfg)
 	if ((r.base = event_base_new()) == NULL)
 		return -1;
 	r.ev_due = evtimer_new(r.base, runner_on_due, &r);
+	if ((r.writes = db_batch_new()) == NULL)
+		return -1;
 	runner_connect(&r);
 	runner_drain(&r);
 	event_base_dispatch(r.base);

@@ -58,6 +58,15 @@ stage_finish(struct stage_ctx *ctx)
 }
 
 int
+stage_write(struct stage_ctx *ctx, const char *sql,
+    const struct db_params *p)
+{
+	if (db_batch_add(ctx->writes, sql, p) == -1)
+		return stage_errorf(ctx, "out of memory");
+	return 0;
+}
+
+int
 stage_settle(struct stage_ctx *ctx, const char *status, const char *reason)
 {
 	struct db_params p;
@@ -67,9 +76,9 @@ stage_settle(struct stage_ctx *ctx, const char *status, const char *reason)
 	db_param_int(&p, id, ctx->post_id);
 	db_param_text(&p, status);
 	db_param_text(&p, reason);
-	if (db_cmd(ctx->db, "UPDATE quire.post SET status = $2, reason = $3"
+	if (stage_write(ctx, "UPDATE quire.post SET status = $2, reason = $3"
 	    " WHERE id = $1", &p) == -1)
-		return stage_db_error(ctx, "settle");
+		return -1;
 	log_info(strcmp(status, "held") == 0 ? "post_held" : "post_discarded",
 	    "post=%lld reason=%s", ctx->post_id, log_q(reason));
 	return stage_finish(ctx);

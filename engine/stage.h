@@ -13,6 +13,8 @@
 #define QUIRE_STAGE_H
 
 struct db;
+struct db_batch;
+struct db_params;
 struct list_conf;
 struct post;
 
@@ -32,6 +34,7 @@ struct stage_ctx {
 	struct post	*post;
 	struct list_conf *list;
 	const char	*next;		/* next stage, or NULL: done */
+	struct db_batch	*writes;	/* sent with the COMMIT */
 	char		 error[256];
 };
 
@@ -52,6 +55,10 @@ int	stage_lookup(const char *);
 int	stage_advance(struct stage_ctx *, const char *next);
 /* The post has reached its end here: the row is deleted at commit. */
 int	stage_finish(struct stage_ctx *);
+/* A statement whose result the stage does not need: it is sent with the
+ * batch's COMMIT, in the same round trip, in order. */
+int	stage_write(struct stage_ctx *, const char *sql,
+	    const struct db_params *);
 /* Set the post's status and reason (held, discarded) and finish. */
 int	stage_settle(struct stage_ctx *, const char *status,
 	    const char *reason);

@@ -12,9 +12,9 @@ stage_archive(struct stage_ctx *ctx)
 
 	db_params_init(&p);
 	db_param_int(&p, id, ctx->post_id);
-	if (db_cmd(ctx->db, "INSERT INTO quire.archive (list_id, post_id)"
+	if (stage_write(ctx, "INSERT INTO quire.archive (list_id, post_id)"
 	    " SELECT list_id, id FROM quire.post WHERE id = $1"
 	    " ON CONFLICT (post_id) DO NOTHING", &p) == -1)
-		return stage_db_error(ctx, "archive");
+		return -1;
 	return stage_finish(ctx);
 }

@@ -85,10 +85,8 @@ decorate_store(struct stage_ctx *ctx, const struct buf *headers,
 	db_param_int(&p, pid, ctx->post_id);
 	db_param_bytes(&p, headers->p, headers->len);
 	db_param_int(&p, off, (long long)body_offset);
-	if (db_cmd(ctx->db, "UPDATE quire.post SET headers = $2,"
-	    " body_offset = $3, status = 'accepted' WHERE id = $1", &p) == -1)
-		return stage_db_error(ctx, "store headers");
-	return 0;
+	return stage_write(ctx, "UPDATE quire.post SET headers = $2,"
+	    " body_offset = $3, status = 'accepted' WHERE id = $1", &p);
 }
 
 static int
@@ -103,10 +101,8 @@ decorate_to_archive(struct stage_ctx *ctx, const struct post *p,
 		return 0;
 	db_params_init(&prm);
 	db_param_int(&prm, pid, ctx->post_id);
-	if (db_cmd(ctx->db, "INSERT INTO quire.queue (post_id, stage)"
-	    " VALUES ($1, 'archive')", &prm) == -1)
-		return stage_db_error(ctx, "queue for archive");
-	return 0;
+	return stage_write(ctx, "INSERT INTO quire.queue (post_id, stage)"
+	    " VALUES ($1, 'archive')", &prm);
 }
 
 static void

@@ -99,10 +99,8 @@ in_store(struct stage_ctx *ctx, const struct in_facts *f)
 	db_param_text(&p, f->sender);
 	db_param_text(&p, f->subject);
 	db_param_text(&p, f->message_id);
-	if (db_cmd(ctx->db, "UPDATE quire.post SET sender = $2, subject = $3,"
-	    " message_id_header = $4 WHERE id = $1", &p) == -1)
-		return stage_db_error(ctx, "store facts");
-	return 0;
+	return stage_write(ctx, "UPDATE quire.post SET sender = $2,"
+	    " subject = $3, message_id_header = $4 WHERE id = $1", &p);
 }
 
 int

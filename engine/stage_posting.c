@@ -98,12 +98,12 @@ posting_accept(struct stage_ctx *ctx, int list_id)
 	db_params_init(&p);
 	db_param_int(&p, pid, ctx->post_id);
 	db_param_int(&p, lid, list_id);
-	if (db_cmd(ctx->db,
+	if (stage_write(ctx,
 	    "WITH n AS (UPDATE quire.list SET post_id = post_id + 1,"
 	    "   last_post_at = now() WHERE id = $2 RETURNING post_id - 1 AS n)"
 	    " UPDATE quire.post SET post_number = n.n FROM n WHERE id = $1",
 	    &p) == -1)
-		return stage_db_error(ctx, "number the post");
+		return -1;
 	return stage_advance(ctx, "decorate");
 }
 

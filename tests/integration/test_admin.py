@@ -128,6 +128,51 @@ class ShuntTest(EngineTest):
                                check=False).returncode, 1)
 
 
+class DeferredWriteShuntTest(EngineTest):
+    engine_args = ("--max-attempts", "2", "--stage-backoff", "0")
+
+    def test_failing_row_is_found_in_a_batch(self):
+        from harness import Engine
+        self.make_list("bench@example.org", MEMBERS)
+        # The archive stage's insert is sent with the COMMIT, so which
+        # row of the batch failed is not known until rows are retried
+        # one by one.
+        self.db.psql(["-c", """
+            CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+              IF (SELECT subject FROM quire.post WHERE id = NEW.post_id)
+                 = 'poison' THEN
+                RAISE EXCEPTION 'poisoned archive %', NEW.post_id;
+              END IF;
+              RETURN NEW;
+            END $$;
+            CREATE TRIGGER poison BEFORE INSERT ON quire.archive
+              FOR EACH ROW EXECUTE FUNCTION poison();"""])
+        self.start_engine(stages="lmtp,in,posting,decorate,out")
+        for subject in (b"one", b"poison", b"three"):
+            post(self.engine, crlf(b"From: anne@example.com\nSubject: " +
+                                   subject + b"\n\nbody\n"))
+        wait_for("three rows for the archive", lambda: self.db.scalar(
+            "SELECT count(*) FROM quire.queue WHERE stage = 'archive'")
+            == "3")
+        archiver = Engine(self.db, self.sink.port, *self.engine_args,
+                          stages="archive")
+        try:
+            wait_for("the shunted row", lambda: self.db.query(
+                "SELECT failed_stage, subject FROM quire.shunted"))
+            wait_for("two archived", lambda: self.db.scalar(
+                "SELECT count(*) FROM quire.archive") == "2")
+        finally:
+            archiver.stop()
+        self.assertEqual(self.db.query(
+            "SELECT failed_stage, subject FROM quire.shunted"),
+            [["archive", "poison"]])
+        self.assertEqual(self.db.query(
+            "SELECT p.subject FROM quire.archive a JOIN quire.post p "
+            "ON p.id = a.post_id ORDER BY a.id"), [["one"], ["three"]])
+        self.assertIn("poisoned archive", archiver.log_text())
+
+
 class CliTest(EngineTest):
 
     def test_lists_and_members(self):
