@@ -121,44 +121,37 @@ out_msg_unref(struct out *o, struct out_msg *m)
 }
 
 /* The bytes of a post, shared by all its batches in flight; the last one
- * loaded is kept, since a large list's batches come one after another. */
+ * loaded is kept, since a large list's batches come one after another.
+ * The claim brings the bytes along unless the cache has them, so `r'
+ * (the claim's result) becomes the message's owner in that case. */
 static struct out_msg *
-out_msg_get(struct out *o, long long post_id)
+out_msg_from_claim(struct out *o, struct db_res *r, int *taken)
 {
-	struct db_params p;
 	struct out_msg	*m;
-	char		 id[24];
+	long long	 post_id = db_res_int(r, 0, 1);
 	size_t		 raw_len, off;
 
+	*taken = 0;
 	if (o->cache != NULL && o->cache->post_id == post_id) {
 		o->cache->refs++;
 		return o->cache;
 	}
-	if ((m = calloc(1, sizeof(*m))) == NULL)
+	if (db_res_isnull(r, 0, 4) || db_res_isnull(r, 0, 5) ||
+	    (m = calloc(1, sizeof(*m))) == NULL)
 		return NULL;
-	db_params_init(&p);
-	db_param_int(&p, id, post_id);
-	m->res = db_exec(o->db, "SELECT p.headers, m.raw, p.body_offset,"
-	    "       ls.bounces_address, ls.fqdn_listname"
-	    "  FROM quire.post p JOIN quire.message m ON m.id = p.message_id"
-	    "  JOIN quire.list_settings ls ON ls.id = p.list_id"
-	    " WHERE p.id = $1 AND p.headers IS NOT NULL", &p, DB_BINARY);
-	if (m->res == NULL || db_res_rows(m->res) != 1) {
-		db_res_free(m->res);
-		free(m);
-		return NULL;
-	}
-	raw_len = db_res_length(m->res, 0, 1);
-	off = (size_t)db_res_int(m->res, 0, 2);
+	raw_len = db_res_length(r, 0, 5);
+	off = (size_t)db_res_int(r, 0, 6);
 	if (off > raw_len)
 		off = raw_len;
+	m->res = r;
+	*taken = 1;
 	m->post_id = post_id;
-	m->iov[0].iov_base = (void *)db_res_value(m->res, 0, 0);
-	m->iov[0].iov_len = db_res_length(m->res, 0, 0);
-	m->iov[1].iov_base = (char *)db_res_value(m->res, 0, 1) + off;
+	m->iov[0].iov_base = (void *)db_res_value(r, 0, 4);
+	m->iov[0].iov_len = db_res_length(r, 0, 4);
+	m->iov[1].iov_base = (char *)db_res_value(r, 0, 5) + off;
 	m->iov[1].iov_len = raw_len - off;
-	m->bounces = db_res_value(m->res, 0, 3);
-	m->list = db_res_value(m->res, 0, 4);
+	m->bounces = db_res_value(r, 0, 7);
+	m->list = db_res_value(r, 0, 8);
 	if (o->cache != NULL)
 		out_msg_unref(o, o->cache);
 	o->cache = m;
@@ -224,14 +217,28 @@ out_batch_txns(struct out_batch *b, int xverp)
 	return 0;
 }
 
+/* Lease a batch and, in the same round trip, fetch its post's bytes
+ * unless they are the cached post's. */
+static const char out_claim_sql[] =
+    "SELECT c.id, c.post_id, c.email, c.verp::int,"
+    "       CASE WHEN c.first AND c.post_id <> $4 THEN p.headers END,"
+    "       CASE WHEN c.first AND c.post_id <> $4 THEN m.raw END,"
+    "       p.body_offset, ls.bounces_address, ls.fqdn_listname"
+    "  FROM (SELECT d.*, row_number() OVER () = 1 AS first"
+    "          FROM quire.delivery_claim($1, $2, $3) d) c"
+    "  JOIN quire.post p ON p.id = c.post_id"
+    "  JOIN quire.message m ON m.id = p.message_id"
+    "  JOIN quire.list_settings ls ON ls.id = p.list_id"
+    " ORDER BY c.first DESC";
+
 static struct out_batch *
 out_claim(struct out *o)
 {
 	struct db_params p;
 	struct db_res	*r;
 	struct out_batch *b;
-	char		 lease[32];
-	int		 n;
+	char		 lease[32], cached[24];
+	int		 n, taken;
 
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return NULL;
@@ -241,8 +248,8 @@ out_claim(struct out *o)
 	db_param_text(&p, b->token);
 	db_param_text(&p, lease);
 	db_param_text(&p, o->cfg->appname);
-	r = db_exec(o->db, "SELECT id, post_id, email, verp::int"
-	    "  FROM quire.delivery_claim($1, $2, $3)", &p, DB_TEXT);
+	db_param_int(&p, cached, o->cache ? o->cache->post_id : 0);
+	r = db_exec(o->db, out_claim_sql, &p, DB_BINARY);
 	if (r == NULL || (n = db_res_rows(r)) == 0) {
 		if (r == NULL)
 			log_warn("out_claim_failed", "reason=%s",
@@ -258,12 +265,13 @@ out_claim(struct out *o)
 		b->ids[i] = db_res_int(r, i, 0);
 		b->rcpts[i] = strdup(db_res_value(r, i, 2));
 	}
-	b->verp = db_res_value(r, 0, 3)[0] == '1';
-	b->msg = out_msg_get(o, db_res_int(r, 0, 1));
+	b->verp = db_res_int(r, 0, 3) == 1;
+	b->msg = out_msg_from_claim(o, r, &taken);
 	if (b->msg == NULL)
-		log_error("out_message_missing", "post=%s reason=%s",
-		    db_res_value(r, 0, 1), log_q(db_error(o->db)));
-	db_res_free(r);
+		log_error("out_message_missing", "post=%lld",
+		    db_res_int(r, 0, 1));
+	if (!taken)
+		db_res_free(r);
 	clock_gettime(CLOCK_MONOTONIC, &b->started);
 	return b;
 }
