@@ -463,9 +463,12 @@ COMMENT ON COLUMN quire.queue.failed_stage IS
 COMMENT ON COLUMN quire.queue.last_error IS
     'why the last try failed';
 
+-- No foreign key on post_id: a fan-out inserts a row per member, and a
+-- key check per row was most of its cost; quire.post_delete_copies
+-- (schema/) removes the copies of deleted posts instead.
 CREATE TABLE quire.delivery (
 	id bigserial PRIMARY KEY,
-	post_id bigint NOT NULL REFERENCES quire.post ON DELETE CASCADE,
+	post_id bigint NOT NULL,
 	email text NOT NULL,
 	domain text NOT NULL,
 	verp boolean NOT NULL DEFAULT false,

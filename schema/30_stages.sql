@@ -71,3 +71,17 @@ BEGIN
 		 WHERE q.stage = ANY (stages) AND q.not_before > now());
 END
 $$;
+
+-- Copies of a deleted post (a list deleted, say) go with it.
+CREATE OR REPLACE FUNCTION quire.post_delete_copies()
+RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	DELETE FROM quire.delivery d USING old_rows o WHERE d.post_id = o.id;
+	RETURN NULL;
+END
+$$;
+
+DROP TRIGGER IF EXISTS post_delete_copies ON quire.post;
+CREATE TRIGGER post_delete_copies AFTER DELETE ON quire.post
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION quire.post_delete_copies();
