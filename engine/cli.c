@@ -23,6 +23,7 @@ const char cli_usage_text[] =
 "  inject LIST FILE|-                put a message in as if it came by "
 "LMTP\n"
 "  queue list [STAGE] | queue show ID | queue retry ID | queue delete ID\n"
+"  held list [LIST] | held approve POST | held discard POST\n"
 "  archive export LIST [FILE]       the list's archive as an mbox\n"
 "  status                           processes, queues, held, shunted\n"
 "\n"
@@ -125,7 +126,7 @@ cli_run_sql(struct db *db, const char *sql, const struct db_params *p,
 	struct db_res	*r = db_exec(db, sql, p, DB_TEXT);
 
 	if (r == NULL) {
-		fprintf(stderr, "quire: %s\n", db_error(db));
+		fprintf(stderr, "quire: %s\n", db_error_brief(db));
 		return 1;
 	}
 	if (print)

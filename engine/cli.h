@@ -30,7 +30,10 @@ int		 cli_usage(const char *);
 int		 cli_run_sql(struct db *, const char *sql,
 		    const struct db_params *, int print);
 
+int		 cli_list_exists(struct db *, const char *list);
+
 int	cli_migrate(struct cli *);
+int	cli_held(struct cli *);
 int	cli_domain(struct cli *);
 int	cli_list(struct cli *);
 int	cli_member(struct cli *);

@@ -2,12 +2,14 @@
  * cli_admin: domains, lists and members.  Each command is a call of one
  * SQL function of schema/10_admin.sql, so psql users get the same rules.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 #include "db.h"
+#include "msg_addr.h"
 
 static int
 cli_sub(struct cli *c, const char *want)
@@ -87,7 +89,7 @@ cli_list_delete(struct cli *c, struct db *db)
 	r = db_exec(db, "DELETE FROM quire.list WHERE id ="
 	    " quire.list_lookup($1)", &p, DB_TEXT);
 	if (r == NULL) {
-		fprintf(stderr, "quire: %s\n", db_error(db));
+		fprintf(stderr, "quire: %s\n", db_error_brief(db));
 		return 1;
 	}
 	n = atoi(db_res_cmd_tuples(r));
@@ -114,8 +116,11 @@ cli_list_show(struct cli *c, struct db *db)
 	r = db_exec(db, "SELECT * FROM quire.list_settings WHERE id ="
 	    " quire.list_lookup($1)", &p, DB_TEXT);
 	if (r == NULL || db_res_rows(r) != 1) {
-		fprintf(stderr, "quire: %s\n", r ? "no such list" :
-		    db_error(db));
+		if (r == NULL)
+			fprintf(stderr, "quire: %s\n", db_error_brief(db));
+		else
+			fprintf(stderr, "quire: no such list: %s\n",
+			    c->argv[0]);
 		db_res_free(r);
 		return 1;
 	}
@@ -168,6 +173,31 @@ cli_list(struct cli *c)
 	return rc;
 }
 
+/* One line of a members file, as Mailman's addmembers reads them:
+ * "anne@example.com", "Anne <anne@example.com>" or
+ * "anne@example.com (Anne)".  Returns 0 for a blank or comment line. */
+static int
+cli_member_line(const char *line, char *addr, size_t alen, char *name,
+    size_t nlen)
+{
+	struct msg_addr_list	 l = { 0 };
+	const char		*p = line;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	*name = '\0';
+	if (*p == '\0' || *p == '#')
+		return 0;
+	if (msg_addr_parse_list(p, &l) == 1 && l.v[0].addr != NULL) {
+		snprintf(addr, alen, "%s", l.v[0].addr);
+		if (l.v[0].display != NULL)
+			snprintf(name, nlen, "%s", l.v[0].display);
+	} else
+		snprintf(addr, alen, "%s", p);
+	msg_addr_list_free(&l);
+	return 1;
+}
+
 /* Addresses from the arguments and from --file (one a line; blank lines
  * and lines starting with '#' skipped), each added or removed in its own
  * statement so one bad address does not stop the rest. */
@@ -178,25 +208,30 @@ cli_member_each(struct cli *c, struct db *db, const char *sql,
 	const char	*file = cli_opt(c, "--file", NULL);
 	struct db_params p;
 	struct db_res	*r;
-	char		 line[1024];
+	char		 line[1024], parsed[1024], display[1024];
+	const char	*given_name = name;
 	FILE		*f = NULL;
 	int		 i = 1, failed = 0;
 
 	if (file != NULL && (f = strcmp(file, "-") ? fopen(file, "r") :
 	    stdin) == NULL) {
-		perror(file);
+		fprintf(stderr, "quire: %s: %s\n", file, strerror(errno));
 		return 1;
 	}
 	for (;;) {
 		const char *addr;
 
+		name = given_name;
 		if (i < c->argc)
 			addr = c->argv[i++];
 		else if (f != NULL && fgets(line, sizeof(line), f) != NULL) {
 			line[strcspn(line, "\r\n")] = '\0';
-			if (line[0] == '\0' || line[0] == '#')
+			if (cli_member_line(line, parsed, sizeof(parsed),
+			    display, sizeof(display)) == 0)
 				continue;
-			addr = line;
+			addr = parsed;
+			if (*display != '\0')
+				name = display;
 		} else
 			break;
 		db_params_init(&p);
@@ -206,18 +241,44 @@ cli_member_each(struct cli *c, struct db *db, const char *sql,
 		if (name != NULL)
 			db_param_text(&p, name);
 		if ((r = db_exec(db, sql, &p, DB_TEXT)) == NULL) {
-			fprintf(stderr, "quire: %s: %s\n", addr, db_error(db));
+			fprintf(stderr, "quire: %s: %s\n", addr, db_error_brief(db));
 			failed++;
 			continue;
 		}
-		printf("%s %s%s\n", addr, verb,
-		    db_res_value(r, 0, 0)[0] == '\0' ||
-		    db_res_value(r, 0, 0)[0] == 'f' ? " (nothing to do)" : "");
+		if (db_res_value(r, 0, 0)[0] == '\0' ||
+		    db_res_value(r, 0, 0)[0] == 'f')
+			printf("%s %s\n", addr, *verb == 'a' ?
+			    "was already on the list in that role" :
+			    "was not on the list in that role");
+		else
+			printf("%s %s\n", addr, verb);
 		db_res_free(r);
 	}
 	if (f != NULL && f != stdin)
 		fclose(f);
 	return failed ? 1 : 0;
+}
+
+/* 1 if the list exists; otherwise says so and returns 0 (-1: error). */
+int
+cli_list_exists(struct db *db, const char *list)
+{
+	struct db_params p;
+	struct db_res	*r;
+	int		 found;
+
+	db_params_init(&p);
+	db_param_text(&p, list);
+	if ((r = db_exec(db, "SELECT quire.list_lookup($1)", &p, DB_TEXT)) ==
+	    NULL) {
+		fprintf(stderr, "quire: %s\n", db_error_brief(db));
+		return -1;
+	}
+	found = !db_res_isnull(r, 0, 0);
+	db_res_free(r);
+	if (!found)
+		fprintf(stderr, "quire: no such list: %s\n", list);
+	return found;
 }
 
 int
@@ -237,7 +298,9 @@ cli_member(struct cli *c)
 		return cli_usage("member add|remove|list LIST ...");
 	if ((db = cli_connect(c)) == NULL)
 		return 1;
-	if (add)
+	if (cli_list_exists(db, c->argv[0]) != 1)
+		rc = 1;
+	else if (add)
 		rc = cli_member_each(c, db, "SELECT coalesce(quire.member_add("
 		    "$1, $2, $3, $4)::text, '')", role, name, "added");
 	else if (rm)

@@ -49,11 +49,12 @@ cli_inject(struct cli *c)
 
 	if (cli_no_options(c) || c->argc != 2)
 		return cli_usage("inject LIST FILE|- [--sender ADDRESS]");
-	if (cli_read_file(c->argv[1], &raw) == -1 || raw.len == 0) {
-		if (raw.len == 0)
-			fprintf(stderr, "quire: %s: empty message\n",
-			    c->argv[1]);
+	if (cli_read_file(c->argv[1], &raw) == -1) {
 		buf_free(&raw);
+		return 1;
+	}
+	if (raw.len == 0) {
+		fprintf(stderr, "quire: %s: empty message\n", c->argv[1]);
 		return 1;
 	}
 	if ((db = cli_connect(c)) == NULL)
@@ -82,7 +83,7 @@ cli_inject(struct cli *c)
 	    " $3, $4, $5, $6)", &p, DB_TEXT);
 	buf_free(&raw);
 	if (r == NULL) {
-		fprintf(stderr, "quire: %s\n", db_error(db));
+		fprintf(stderr, "quire: %s\n", db_error_brief(db));
 		db_close(db);
 		return 1;
 	}
@@ -91,6 +92,32 @@ cli_inject(struct cli *c)
 	db_res_free(r);
 	db_close(db);
 	return 0;
+}
+
+/* 1 if queue row `id' exists; otherwise says why and returns 0. */
+static int
+cli_queue_exists(struct db *db, const char *id)
+{
+	struct db_params p;
+	struct db_res	*r;
+	int		 n;
+
+	if (id[strspn(id, "0123456789")] != '\0' || *id == '\0') {
+		fprintf(stderr, "quire: not a queue row id: %s\n", id);
+		return 0;
+	}
+	db_params_init(&p);
+	db_param_text(&p, id);
+	if ((r = db_exec(db, "SELECT 1 FROM quire.queue WHERE id = $1", &p,
+	    DB_TEXT)) == NULL) {
+		fprintf(stderr, "quire: %s\n", db_error_brief(db));
+		return 0;
+	}
+	n = db_res_rows(r);
+	db_res_free(r);
+	if (n == 0)
+		fprintf(stderr, "quire: no queue row %s\n", id);
+	return n == 1;
 }
 
 static int
@@ -116,7 +143,6 @@ cli_queue_show(struct db *db, const char *id)
 	    " WHERE q.id = $1", &p, DB_BINARY);
 	if (r == NULL || db_res_rows(r) != 1) {
 		db_res_free(r);
-		fprintf(stderr, "quire: no queue row %s\n", id);
 		return 1;
 	}
 	raw = db_res_value(r, 0, 0);
@@ -148,7 +174,9 @@ cli_queue(struct cli *c)
 		return 1;
 	db_params_init(&p);
 	db_param_text(&p, c->argc > 1 ? c->argv[1] : NULL);
-	if (strcmp(verb, "list") == 0)
+	if (strcmp(verb, "list") != 0 && !cli_queue_exists(db, c->argv[1]))
+		rc = 1;
+	else if (strcmp(verb, "list") == 0)
 		rc = cli_run_sql(db, "SELECT q.id, q.stage, q.post_id,"
 		    " ls.fqdn_listname AS list, q.attempts,"
 		    " date_trunc('second', now() - q.created_at) AS age,"
@@ -164,7 +192,7 @@ cli_queue(struct cli *c)
 		    &p, DB_TEXT);
 		rc = r == NULL || db_res_value(r, 0, 0)[0] != 't';
 		if (r == NULL)
-			fprintf(stderr, "quire: %s\n", db_error(db));
+			fprintf(stderr, "quire: %s\n", db_error_brief(db));
 		else
 			printf(rc ? "queue row %s is not shunted\n" :
 			    "queue row %s sent back\n", c->argv[1]);
@@ -177,7 +205,7 @@ cli_queue(struct cli *c)
 		    " FROM q WHERE p.id = q.post_id", &p, DB_TEXT);
 		rc = r == NULL || atoi(db_res_cmd_tuples(r)) != 1;
 		if (r == NULL)
-			fprintf(stderr, "quire: %s\n", db_error(db));
+			fprintf(stderr, "quire: %s\n", db_error_brief(db));
 		else
 			printf(rc ? "no queue row %s\n" :
 			    "queue row %s deleted\n", c->argv[1]);
@@ -208,7 +236,7 @@ cli_archive_page(struct db *db, const char *list, long long *after, FILE *f)
 	    " WHERE a.list_id = quire.list_lookup($1) AND a.id > $2"
 	    " ORDER BY a.id LIMIT 200", &p, DB_BINARY);
 	if (r == NULL) {
-		fprintf(stderr, "quire: %s\n", db_error(db));
+		fprintf(stderr, "quire: %s\n", db_error_brief(db));
 		return -1;
 	}
 	n = db_res_rows(r);
@@ -247,6 +275,10 @@ cli_archive(struct cli *c)
 		return cli_usage("archive export LIST [FILE]");
 	if ((db = cli_connect(c)) == NULL)
 		return 1;
+	if (cli_list_exists(db, c->argv[1]) != 1) {
+		db_close(db);
+		return 1;
+	}
 	if (c->argc == 3 && (f = fopen(c->argv[2], "wb")) == NULL) {
 		fprintf(stderr, "quire: %s: %s\n", c->argv[2], strerror(errno));
 		db_close(db);
@@ -279,6 +311,49 @@ cli_status(struct cli *c)
 	    NULL, 1);
 	printf("\ntotals\n");
 	rc |= cli_run_sql(db, "SELECT * FROM quire.totals", NULL, 1);
+	db_close(db);
+	return rc;
+}
+
+/* Held posts: list them, or release or drop one (quire.post_approve,
+ * quire.post_discard). */
+int
+cli_held(struct cli *c)
+{
+	struct db_params p;
+	struct db_res	*r;
+	struct db	*db;
+	const char	*verb = c->argc > 0 ? c->argv[0] : "";
+	int		 rc;
+
+	if (cli_no_options(c) || !((strcmp(verb, "list") == 0 &&
+	    c->argc <= 2) || ((strcmp(verb, "approve") == 0 ||
+	    strcmp(verb, "discard") == 0) && c->argc == 2)))
+		return cli_usage("held list [LIST] | approve ID | discard ID");
+	if ((db = cli_connect(c)) == NULL)
+		return 1;
+	db_params_init(&p);
+	db_param_text(&p, c->argc > 1 ? c->argv[1] : NULL);
+	if (strcmp(verb, "list") == 0) {
+		rc = cli_run_sql(db, "SELECT post_id, list, sender, subject,"
+		    " reason, held_since FROM quire.held"
+		    " WHERE $1::text IS NULL OR list = lower($1)"
+		    " ORDER BY post_id", &p, 1);
+		db_close(db);
+		return rc;
+	}
+	r = db_exec(db, strcmp(verb, "approve") == 0 ?
+	    "SELECT quire.post_approve($1::bigint)" :
+	    "SELECT quire.post_discard($1::bigint)", &p, DB_TEXT);
+	if (r == NULL)
+		fprintf(stderr, "quire: %s\n", db_error_brief(db));
+	else if (db_res_value(r, 0, 0)[0] != 't')
+		fprintf(stderr, "quire: post %s is not held\n", c->argv[1]);
+	else
+		printf("post %s %s\n", c->argv[1], *verb == 'a' ?
+		    "approved" : "discarded");
+	rc = r == NULL || db_res_value(r, 0, 0)[0] != 't';
+	db_res_free(r);
 	db_close(db);
 	return rc;
 }

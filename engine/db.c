@@ -53,6 +53,7 @@ struct db {
 	char		*conninfo;
 	char		*appname;
 	char		 error[512];
+	char		 brief[512];
 	char		 sqlstate[6];
 	char		*channels[16];	/* LISTENed, for the notify mask */
 	int		 nchannels;
@@ -122,8 +123,19 @@ db_set_error(struct db *db, const char *msg, const PGresult *res)
 	for (char *c = db->error; *c; c++)
 		if (*c == '\n' || *c == '\t')
 			*c = ' ';
-	if (res != NULL)
+	snprintf(db->brief, sizeof(db->brief), "%s", db->error);
+	if (res != NULL) {
+		const char *primary = PQresultErrorField(res,
+		    PG_DIAG_MESSAGE_PRIMARY);
+		const char *hint = PQresultErrorField(res,
+		    PG_DIAG_MESSAGE_HINT);
+
 		state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (primary != NULL)
+			snprintf(db->brief, sizeof(db->brief), "%s%s%s%s",
+			    primary, hint ? " (" : "", hint ? hint : "",
+			    hint ? ")" : "");
+	}
 	snprintf(db->sqlstate, sizeof(db->sqlstate), "%s",
 	    state ? state : "");
 }
@@ -247,6 +259,12 @@ const char *
 db_error(struct db *db)
 {
 	return db->error;
+}
+
+const char *
+db_error_brief(struct db *db)
+{
+	return db->brief;
 }
 
 const char *

@@ -55,6 +55,9 @@ struct db	*db_connect_retry(const char *conninfo, const char *appname,
 void		 db_close(struct db *);
 int		 db_ok(struct db *);		/* connection usable */
 const char	*db_error(struct db *);		/* last error, one line */
+/* The last error as a person reads it: the server's message and its
+ * hint, without the detail and context lines. */
+const char	*db_error_brief(struct db *);
 const char	*db_sqlstate(struct db *);	/* of the last failure */
 int		 db_socket(struct db *);
 

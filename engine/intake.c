@@ -326,7 +326,7 @@ intake_main(const struct intake_config *cfg)
 	if ((srv = lmtp_server_new(base, &lc, &cb, &in)) == NULL) {
 		log_error("lmtp_listen_failed", "host=%s port=%d", cfg->host,
 		    cfg->port);
-		return -1;
+		return INTAKE_CANNOT_LISTEN;
 	}
 	log_info("lmtp_listening", "host=%s port=%d", cfg->host,
 	    lmtp_server_port(srv));

@@ -21,7 +21,10 @@ struct intake_config {
 	int		 db_connections;	/* database connections */
 };
 
-/* Runs until killed; returns only on a fatal error. */
+/* Runs until killed; returns only on a fatal error: -1, or
+ * INTAKE_CANNOT_LISTEN when the address cannot be bound (another
+ * process has it, or it is not ours), which restarting will not mend. */
+#define INTAKE_CANNOT_LISTEN	78	/* EX_CONFIG */
 int	intake_main(const struct intake_config *);
 
 #endif

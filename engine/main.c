@@ -22,6 +22,7 @@ static const struct {
 	{ "member", cli_member },
 	{ "inject", cli_inject },
 	{ "queue", cli_queue },
+	{ "held", cli_held },
 	{ "archive", cli_archive },
 	{ "status", cli_status },
 };
@@ -40,8 +41,10 @@ main(int argc, char **argv)
 			i += 2;
 		} else if (strncmp(argv[i], "--db=", 5) == 0)
 			cli.conninfo = argv[i++] + 5;
-		else if (strcmp(argv[i], "--help") == 0)
-			return cli_usage(NULL) & 0;
+		else if (strcmp(argv[i], "--help") == 0) {
+			fputs(cli_usage_text, stdout);
+			return 0;
+		}
 		else
 			return cli_usage("unknown option");
 	}

@@ -35,6 +35,9 @@ enum worker_kind {
 	WORKER_KINDS
 };
 
+/* A worker exits with this when starting it again cannot help. */
+#define WORKER_EXIT_FATAL	78
+
 static const char *const worker_names[WORKER_KINDS] = {
 	"lmtp", "pipeline", "out"
 };
@@ -179,7 +182,8 @@ engine_child(struct engine *e, enum worker_kind k)
 	e->intake.appname = e->runner.appname = e->out.appname = e->appname[k];
 	switch (k) {
 	case WORKER_LMTP:
-		rc = intake_main(&e->intake);
+		if ((rc = intake_main(&e->intake)) == INTAKE_CANNOT_LISTEN)
+			_exit(WORKER_EXIT_FATAL);
 		break;
 	case WORKER_PIPELINE:
 		rc = runner_main(&e->runner);
@@ -213,10 +217,11 @@ engine_start(struct engine *e, enum worker_kind k, const sigset_t *mask)
 	    worker_names[k], (long)pid);
 }
 
-static void
+/* Returns 1 if a worker died in a way restarting cannot mend. */
+static int
 engine_reap(struct engine *e)
 {
-	int	 status;
+	int	 status, fatal = 0;
 	pid_t	 pid;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
@@ -231,6 +236,15 @@ engine_reap(struct engine *e)
 				e->pause[k] = 0;
 			if (e->pause[k] > 30)
 				e->pause[k] = 30;
+			if (WIFEXITED(status) &&
+			    WEXITSTATUS(status) == WORKER_EXIT_FATAL) {
+				log_error("worker_failed", "worker=%s "
+				    "worker_pid=%ld reason=\"cannot start; "
+				    "see its last error\"", worker_names[k],
+				    (long)pid);
+				fatal = 1;
+				continue;
+			}
 			log_warn("worker_exited", "worker=%s worker_pid=%ld "
 			    "status=%d signal=%d restart_in=%d",
 			    worker_names[k], (long)pid,
@@ -239,6 +253,7 @@ engine_reap(struct engine *e)
 			    e->pause[k]);
 		}
 	}
+	return fatal;
 }
 
 static void
@@ -282,7 +297,7 @@ cli_run(struct cli *c)
 	sigset_t	 mask;
 	siginfo_t	 si;
 	time_t		 due[WORKER_KINDS] = { 0 };
-	int		 wait, sig;
+	int		 wait, sig, rc = 0;
 
 	memset(&e, 0, sizeof(e));
 	log_init("quire");
@@ -305,11 +320,12 @@ cli_run(struct cli *c)
 			sig = sigtimedwait(&mask, &si, &ts);
 		} else
 			sig = sigwaitinfo(&mask, &si);
-		if (sig == SIGCHLD)
-			engine_reap(&e);
-		else if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP)
+		if (sig == SIGCHLD && engine_reap(&e)) {
+			rc = 1;
+			break;
+		} else if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP)
 			break;
 	}
 	engine_stop(&e);
-	return 0;
+	return rc;
 }

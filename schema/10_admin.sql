@@ -121,9 +121,60 @@ BEGIN
 	IF coltype IS NULL THEN
 		RAISE EXCEPTION 'unknown or read-only setting: %', setting;
 	END IF;
-	EXECUTE format('UPDATE quire.list SET %I = $1::%s WHERE id = $2',
-	    setting, coltype) USING value, lid;
+	BEGIN
+		EXECUTE format('UPDATE quire.list SET %I = $1::%s WHERE id = $2',
+		    setting, coltype) USING value, lid;
+	EXCEPTION
+		WHEN check_violation THEN
+			RAISE EXCEPTION 'invalid value for %: %', setting, value
+			    USING HINT = (SELECT 'allowed: ' ||
+				pg_get_constraintdef(c.oid)
+				FROM pg_constraint c
+			       WHERE c.conrelid = 'quire.list'::regclass
+				 AND c.conname = 'list_' || setting || '_check');
+		WHEN invalid_text_representation OR
+		    invalid_datetime_format OR numeric_value_out_of_range OR
+		    datatype_mismatch OR invalid_parameter_value THEN
+			RAISE EXCEPTION 'invalid value for %: % (a % is expected)',
+			    setting, value, coltype;
+	END;
 END
 $$;
 COMMENT ON FUNCTION quire.list_set(text, text, text) IS
     'change one setting of a list, by column name, from text';
+
+-- Moderation of held posts.  Approving sends a post on as Mailman's
+-- moderator accept does: past the rules, numbered, to decoration.
+CREATE OR REPLACE FUNCTION quire.post_approve(post bigint)
+RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE
+	lid	integer;
+BEGIN
+	UPDATE quire.post p SET status = 'queued',
+	       reason = 'approved by a moderator'
+	 WHERE p.id = post AND p.status = 'held' RETURNING p.list_id INTO lid;
+	IF lid IS NULL THEN
+		RETURN false;
+	END IF;
+	WITH n AS (UPDATE quire.list l SET post_id = l.post_id + 1,
+			  last_post_at = now()
+		    WHERE l.id = lid RETURNING l.post_id - 1 AS n)
+	UPDATE quire.post p SET post_number = n.n FROM n WHERE p.id = post;
+	INSERT INTO quire.queue (post_id, stage) VALUES (post, 'decorate');
+	RETURN true;
+END
+$$;
+COMMENT ON FUNCTION quire.post_approve(bigint) IS
+    'release a held post to the list''s members';
+
+CREATE OR REPLACE FUNCTION quire.post_discard(post bigint)
+RETURNS boolean LANGUAGE sql AS $$
+	WITH d AS (
+		UPDATE quire.post p SET status = 'discarded',
+		       reason = 'discarded by a moderator'
+		 WHERE p.id = post AND p.status = 'held'
+		RETURNING 1)
+	SELECT count(*) > 0 FROM d
+$$;
+COMMENT ON FUNCTION quire.post_discard(bigint) IS
+    'drop a held post (it stays in quire.post, marked discarded)';

@@ -173,6 +173,36 @@ class DeferredWriteShuntTest(EngineTest):
         self.assertIn("poisoned archive", archiver.log_text())
 
 
+class HeldTest(EngineTest):
+
+    def test_approve_and_discard(self):
+        self.make_list("bench@example.org", MEMBERS)
+        self.start_engine()
+        for subject in (b"one", b"two"):
+            post(self.engine, crlf(b"From: stranger@example.com\nSubject: "
+                                   + subject + b"\n\nbody\n"),
+                 sender="stranger@example.com")
+        rows = wait_for("two held posts", lambda: self.db.query(
+            "SELECT post_id, subject FROM quire.held ORDER BY post_id")[1:]
+            and self.db.query(
+                "SELECT post_id, subject FROM quire.held ORDER BY post_id"))
+        listed = quire(self.db, "held", "list").stdout.decode()
+        self.assertEqual(len(listed.splitlines()), 3)
+        self.assertEqual(quire(self.db, "held", "approve", rows[0][0]).stdout,
+                         ("post %s approved\n" % rows[0][0]).encode())
+        self.assertEqual(quire(self.db, "held", "discard", rows[1][0]).stdout,
+                         ("post %s discarded\n" % rows[1][0]).encode())
+        copies = self.wait_copies(2)
+        self.assertEqual(sorted(c["rcpt"] for c in copies), MEMBERS)
+        self.assertIn(b"Subject: [Bench] one", self.sink.message(copies[0]))
+        r = quire(self.db, "held", "approve", rows[1][0], check=False)
+        self.assertEqual((r.returncode, r.stderr), (
+            1, ("quire: post %s is not held\n" % rows[1][0]).encode()))
+        self.assertEqual(self.db.query(
+            "SELECT status, post_number FROM quire.post ORDER BY id"),
+            [["accepted", "1"], ["discarded", ""]])
+
+
 class CliTest(EngineTest):
 
     def test_lists_and_members(self):
@@ -186,35 +216,53 @@ class CliTest(EngineTest):
         quire(self.db, "list", "create", "dev@example.org")
         path = tempfile.mktemp()
         with open(path, "w") as f:
-            f.write("# members\nAnne@Example.com\n\nbob@example.net\n"
+            f.write("# members\nAnne@Example.com\n\n"
+                    "Bob Example <bob@example.net>\n"
+                    "  dave@example.com (Dave D)\n"
                     "not an address\n")
         r = quire(self.db, "member", "add", "dev@example.org", "--file",
                   path, "carol@example.org", check=False)
         self.assertEqual(r.returncode, 1)
         self.assertEqual(r.stdout.decode().splitlines(), [
-            "carol@example.org added", "Anne@Example.com added",
-            "bob@example.net added"])
-        self.assertIn(b"not an address", r.stderr)
+            "carol@example.org added", "Anne@example.com added",
+            "bob@example.net added", "dave@example.com added"])
+        self.assertEqual(r.stderr.decode(), "quire: not an address: new row "
+                         "for relation \"address\" violates check "
+                         "constraint \"address_email_check\"\n")
         r = quire(self.db, "member", "add", "dev@example.org",
                   "bob@example.net")
-        self.assertEqual(r.stdout, b"bob@example.net added (nothing to do)\n")
+        self.assertEqual(r.stdout, b"bob@example.net was already on the "
+                         b"list in that role\n")
         r = quire(self.db, "member", "list", "dev@example.org")
         self.assertEqual(r.stdout.decode().splitlines(), [
             "email\tdisplay_name\trole\tdelivery_status",
             "anne@example.com\t\tmember\tenabled",
-            "bob@example.net\t\tmember\tenabled",
-            "carol@example.org\t\tmember\tenabled"])
+            "bob@example.net\tBob Example\tmember\tenabled",
+            "carol@example.org\t\tmember\tenabled",
+            "dave@example.com\tDave D\tmember\tenabled"])
+        r = quire(self.db, "member", "list", "nosuch@example.org",
+                  check=False)
+        self.assertEqual((r.returncode, r.stderr), (
+            1, b"quire: no such list: nosuch@example.org\n"))
         quire(self.db, "member", "remove", "dev@example.org",
               "bob@example.net")
         self.assertEqual(self.db.scalar(
-            "SELECT count(*) FROM quire.member"), "2")
+            "SELECT count(*) FROM quire.member"), "3")
         shown = quire(self.db, "list", "show", "dev@example.org").stdout
         self.assertIn(b"subject_prefix\t[Dev] \n", shown)
         self.assertIn(b"posting_address\tdev@example.org\n", shown)
         r = quire(self.db, "list", "set", "dev@example.org", "emergency",
                   "maybe", check=False)
+        self.assertEqual((r.returncode, r.stderr), (
+            1, b"quire: invalid value for emergency: maybe (a boolean is "
+               b"expected)\n"))
+        r = quire(self.db, "list", "set", "dev@example.org",
+                  "reply_goes_to_list", "sometimes", check=False)
         self.assertEqual(r.returncode, 1)
-        self.assertIn(b"boolean", r.stderr)
+        self.assertTrue(r.stderr.startswith(
+            b"quire: invalid value for reply_goes_to_list: sometimes "
+            b"(allowed: CHECK"), r.stderr)
+        self.assertIn(b"'point_to_list'", r.stderr)
         quire(self.db, "list", "delete", "dev@example.org")
         self.assertEqual(quire(self.db, "list", "list").stdout,
                          b"list\tdisplay_name\tmembers\n")
