@@ -300,6 +300,30 @@ class DatabaseDownTest(EngineTest):
         self.assertIn("event=lmtp_rcpt_deferred", self.engine.log_text())
 
 
+class MultiHostTest(EngineTest):
+
+    def test_multi_host_conninfo_finds_the_primary(self):
+        """host=a,b target_session_attrs=read-write: the first host is
+        down, the second is the database."""
+        import re as _re
+        from harness import Engine, free_port
+        self.make_list("bench@example.org", MEMBERS)
+        host = _re.search(r"host=(\S+)", self.db.conninfo).group(1)
+        port = _re.search(r"port=(\S+)", self.db.conninfo).group(1)
+
+        class TwoHosts:
+            conninfo = ("host=127.0.0.1,%s port=%d,%s dbname=%s user=quire "
+                        "target_session_attrs=read-write connect_timeout=2"
+                        % (host, free_port(), port, self.db.name))
+        self.engine = Engine(TwoHosts, self.sink.port)
+        c = LMTP(self.engine.lmtp_port)
+        codes, _ = c.send("anne@example.com", ["bench@example.org"], POST)
+        c.close()
+        self.assertEqual(codes, [250])
+        self.assertEqual(sorted(x["rcpt"] for x in self.wait_copies(3)),
+                         sorted(MEMBERS))
+
+
 class SizeTest(EngineTest):
 
     def test_size_limits(self):
