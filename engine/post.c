@@ -26,6 +26,8 @@ post_from_res(const struct db_res *r, int row, int col, struct post *p)
 	p->envelope_from = db_res_value(r, row, col + 5);
 	p->sender = res_text(r, row, col + 6);
 	p->post_number = (int)db_res_int(r, row, col + 7);
+	p->sender_is_member = (int)db_res_int(r, row, col + 8);
+	p->sender_action = db_res_value(r, row, col + 9);
 }
 
 void

@@ -18,13 +18,24 @@ struct db_res;
 
 #define POST_INLINE_MAX	"1048576"
 
-/* FROM quire.post p JOIN quire.message m ... JOIN quire.list_settings ls */
+/* FROM quire.post p JOIN quire.message m ... POST_SENDER_JOIN */
 #define POST_COLUMNS \
 	"p.id, p.list_id, p.subaddress," \
 	" CASE WHEN length(m.raw) <= " POST_INLINE_MAX " THEN m.raw END," \
 	" length(m.raw), m.envelope_from, p.sender," \
-	" coalesce(p.post_number, 0)"
-#define POST_NCOLUMNS	8
+	" coalesce(p.post_number, 0), coalesce(sm.is_member, 0)," \
+	" coalesce(sm.action, '')"
+#define POST_NCOLUMNS	10
+
+/* The sender's standing on the list: a poster may hold several roles,
+ * and the most trusted one counts. */
+#define POST_SENDER_JOIN \
+	" LEFT JOIN LATERAL (SELECT (m.role <> 'nonmember')::int AS is_member," \
+	"   coalesce(m.moderation_action, '') AS action" \
+	"   FROM quire.member m JOIN quire.address a ON a.id = m.address_id" \
+	"  WHERE m.list_id = p.list_id AND a.email = p.sender" \
+	"  ORDER BY array_position(ARRAY['owner', 'moderator', 'member'," \
+	"    'nonmember'], m.role) LIMIT 1) sm ON true"
 
 #define LIST_COLUMNS \
 	"ls.fqdn_listname, ls.list_name, ls.mail_host, ls.display_name," \
@@ -46,6 +57,8 @@ struct post {
 	const char	*envelope_from;
 	const char	*sender;	/* NULL until the in stage */
 	int		 post_number;
+	int		 sender_is_member; /* member, owner or moderator */
+	const char	*sender_action;	/* their own moderation action, or "" */
 	struct db_res	*raw_res;	/* owns raw when post_raw fetched it */
 };
 

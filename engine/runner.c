@@ -116,12 +116,14 @@ runner_fail_row(struct runner *r, int stage, struct stage_ctx *ctx)
 }
 
 /* The due rows of a stage with everything its stages read: the post,
- * its message (when not large) and its list's settings. */
+ * its message (when not large), its list's settings and its sender's
+ * standing on the list. */
 static const char runner_claim_sql[] =
     "SELECT q.id, q.attempts, " POST_COLUMNS ", " LIST_COLUMNS
     "  FROM quire.queue q JOIN quire.post p ON p.id = q.post_id"
     "  JOIN quire.message m ON m.id = p.message_id"
     "  JOIN quire.list_settings ls ON ls.id = p.list_id"
+    POST_SENDER_JOIN
     " WHERE q.stage = $1 AND q.not_before <= now()"
     " ORDER BY q.id LIMIT $2 FOR UPDATE OF q SKIP LOCKED";
 

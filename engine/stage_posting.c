@@ -15,47 +15,10 @@
 #include "post.h"
 #include "stage.h"
 
-struct posting_sender {
-	int	 is_member;	/* member, owner or moderator */
-	char	 action[16];	/* own moderation action, or "" */
-};
-
-static int
-posting_lookup(struct stage_ctx *ctx, int list_id, const char *sender,
-    struct posting_sender *s)
-{
-	struct db_params p;
-	struct db_res	*r;
-	char		 id[24];
-
-	memset(s, 0, sizeof(*s));
-	if (sender == NULL)
-		return 0;
-	db_params_init(&p);
-	db_param_int(&p, id, list_id);
-	db_param_text(&p, sender);
-	/* A poster may hold several roles; the most trusted one counts. */
-	r = db_exec(ctx->db,
-	    "SELECT m.role <> 'nonmember', coalesce(m.moderation_action, '')"
-	    "  FROM quire.member m JOIN quire.address a ON a.id = m.address_id"
-	    " WHERE m.list_id = $1 AND a.email = $2"
-	    " ORDER BY array_position(ARRAY['owner', 'moderator', 'member',"
-	    "   'nonmember'], m.role) LIMIT 1", &p, DB_TEXT);
-	if (r == NULL)
-		return stage_db_error(ctx, "look up sender");
-	if (db_res_rows(r) == 1) {
-		s->is_member = db_res_value(r, 0, 0)[0] == 't';
-		snprintf(s->action, sizeof(s->action), "%s",
-		    db_res_value(r, 0, 1));
-	}
-	db_res_free(r);
-	return 0;
-}
-
 /* The action for this post and, unless it is accept, the reason. */
 static const char *
 posting_decide(const struct post *p, const struct list_conf *l,
-    const struct posting_sender *s, char *reason, size_t len)
+    char *reason, size_t len)
 {
 	const char	*action;
 
@@ -74,12 +37,13 @@ posting_decide(const struct post *p, const struct list_conf *l,
 		snprintf(reason, len, "the message names no sender");
 		return "hold";
 	}
-	action = *s->action ? s->action : s->is_member ?
+	action = *p->sender_action ? p->sender_action : p->sender_is_member ?
 	    l->default_member_action : l->default_nonmember_action;
 	if (strcmp(action, "defer") == 0)
-		action = s->is_member ? "accept" : "hold";
+		action = p->sender_is_member ? "accept" : "hold";
 	snprintf(reason, len, "%s by %s %s", strcmp(action, "accept") == 0 ?
-	    "accepted" : "moderated", s->is_member ? "member" : "nonmember",
+	    "accepted" : "moderated", p->sender_is_member ? "member" :
+	    "nonmember",
 	    p->sender);
 	/* XXX reject needs the bounce notice to the sender, which comes
 	 * with the notices work; until then a rejected post is held, so
@@ -111,16 +75,13 @@ int
 stage_posting(struct stage_ctx *ctx)
 {
 	struct post	*p = ctx->post;
-	struct posting_sender s;
 	const char	*action;
 	char		 reason[512];
 
 	/* Mail to -owner skips the posting rules, as in Mailman. */
 	if (strcmp(p->subaddress, "owner") == 0)
 		return stage_advance(ctx, "decorate");
-	if (posting_lookup(ctx, p->list_id, p->sender, &s) == -1)
-		return -1;
-	action = posting_decide(p, ctx->list, &s, reason, sizeof(reason));
+	action = posting_decide(p, ctx->list, reason, sizeof(reason));
 	if (strcmp(action, "accept") == 0)
 		return posting_accept(ctx, p->list_id);
 	if (strcmp(action, "discard") == 0)

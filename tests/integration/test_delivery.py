@@ -136,6 +136,21 @@ class DeliveryTest(EngineTest):
         self.assertIn("event=post_held", self.engine.log_text())
         self.assertEqual(self.sink.index(), [])
 
+    def test_moderated_member_and_posting_owner(self):
+        self.db.psql(["-c", "UPDATE quire.member SET moderation_action = "
+                      "'hold' WHERE address_id = (SELECT id FROM "
+                      "quire.address WHERE email = 'bob@example.net')"])
+        self.post(crlf(b"From: bob@example.net\nSubject: b\n\nx\n"),
+                  sender="bob@example.net")
+        self.post(crlf(b"From: Owner@Example.org\nSubject: o\n\nx\n"),
+                  sender="owner@example.org")
+        copies = self.wait_copies(3)
+        self.assertEqual(sorted(c["rcpt"] for c in copies), sorted(MEMBERS))
+        self.assertIn(b"Subject: [Bench] o", self.sink.message(copies[0]))
+        self.assertEqual(wait_for("the held post", lambda: self.db.query(
+            "SELECT sender, reason FROM quire.held")), [
+            ["bob@example.net", "moderated by member bob@example.net"]])
+
     def test_owner_mail_goes_to_owners_with_verp(self):
         self.post(POST, ["bench-owner@example.org"])
         copies = self.wait_copies(1)
