@@ -386,14 +386,16 @@ db_exec(struct db *db, const char *sql, const struct db_params *p,
 }
 
 /* Collect the results of a pipeline: one result (then NULL) a statement,
- * then the sync.  Keep the last statement's result and the first error. */
-static PGresult *
-db_pipeline_results(struct db *db, int n)
+ * then the sync.  Each statement's result goes to out[i]; after the
+ * first failure (kept in db_error) the rest are NULL.  0 or -1. */
+static int
+db_pipeline_results(struct db *db, int n, PGresult **out)
 {
-	PGresult	*keep = NULL, *res;
+	PGresult	*res;
 	int		 failed = 0;
 
 	for (int i = 0; i < n; i++) {
+		out[i] = NULL;
 		while ((res = PQgetResult(db->conn)) != NULL) {
 			ExecStatusType st = PQresultStatus(res);
 
@@ -402,10 +404,9 @@ db_pipeline_results(struct db *db, int n)
 				db_set_error(db, PQresultErrorMessage(res), res);
 				failed = 1;
 			}
-			if (!failed && i == n - 1) {
-				PQclear(keep);
-				keep = res;
-			} else
+			if (!failed && out[i] == NULL)
+				out[i] = res;
+			else
 				PQclear(res);
 		}
 	}
@@ -417,73 +418,108 @@ db_pipeline_results(struct db *db, int n)
 		if (st == PGRES_PIPELINE_SYNC)
 			break;
 	}
-	if (failed) {
-		PQclear(keep);
-		return NULL;
-	}
-	return keep;
+	if (failed)
+		for (int i = 0; i < n; i++) {
+			PQclear(out[i]);
+			out[i] = NULL;
+		}
+	return failed ? -1 : 0;
 }
 
-struct db_res *
-db_exec_pipeline(struct db *db, int n, const char *const *sql,
+static int
+db_pipeline_send(struct db *db, int n, const char *const *sql,
     const struct db_params *const *params, int result_format)
 {
-	PGresult	*res;
-	struct db_res	*r;
+	char		 name[16];
 
-	char		 (*names)[16] = calloc(n ? n : 1, sizeof(*names));
-	int		*prepared = calloc(n ? n : 1, sizeof(*prepared));
-
-	db->sync_warning = 0;
 	/* Prepare first: PQprepare waits for its answer, which pipeline
-	 * mode does not allow. */
-	if (names == NULL || prepared == NULL) {
-		free(names);
-		free(prepared);
-		db_set_error(db, "out of memory", NULL);
-		return NULL;
-	}
+	 * mode does not allow.  (A statement prepared now stays cached,
+	 * so the second look-up below finds it.) */
 	for (int i = 0; i < n; i++)
-		prepared[i] = db_prepared(db, sql[i], params ? params[i] :
-		    NULL, names[i]);
-	if (!PQenterPipelineMode(db->conn)) {
-		db_set_error(db, PQerrorMessage(db->conn), NULL);
-		free(names);
-		free(prepared);
-		return NULL;
-	}
+		(void)db_prepared(db, sql[i], params ? params[i] : NULL, name);
+	if (!PQenterPipelineMode(db->conn))
+		return -1;
 	for (int i = 0; i < n; i++) {
 		const struct db_params *p = params ? params[i] : NULL;
-		int sent = prepared[i] ?
-		    PQsendQueryPrepared(db->conn, names[i], p ? p->n : 0,
+		int sent = db_prepared(db, sql[i], p, name) ?
+		    PQsendQueryPrepared(db->conn, name, p ? p->n : 0,
 		    p ? p->values : NULL, p ? p->lengths : NULL,
 		    p ? p->formats : NULL, result_format) :
 		    PQsendQueryParams(db->conn, sql[i], p ? p->n : 0, NULL,
 		    p ? p->values : NULL, p ? p->lengths : NULL,
 		    p ? p->formats : NULL, result_format);
 
-		if (!sent) {
-			db_set_error(db, PQerrorMessage(db->conn), NULL);
-			n = i;
-			break;
-		}
+		if (!sent)
+			return i;
 	}
-	free(names);
-	free(prepared);
-	if (!PQpipelineSync(db->conn)) {
+	return n;
+}
+
+int
+db_exec_pipeline_each(struct db *db, int n, const char *const *sql,
+    const struct db_params *const *params, int result_format,
+    struct db_res **results)
+{
+	PGresult	**res;
+	int		 sent, rc = -1;
+
+	db->sync_warning = 0;
+	for (int i = 0; i < n; i++)
+		results[i] = NULL;
+	if (n < 1 || (res = calloc((size_t)n, sizeof(*res))) == NULL) {
+		db_set_error(db, "out of memory", NULL);
+		return -1;
+	}
+	if ((sent = db_pipeline_send(db, n, sql, params, result_format)) < 0) {
 		db_set_error(db, PQerrorMessage(db->conn), NULL);
-		return NULL;
+		free(res);
+		return -1;
 	}
-	res = n > 0 ? db_pipeline_results(db, n) : NULL;
+	if (sent < n)
+		db_set_error(db, PQerrorMessage(db->conn), NULL);
+	if (PQpipelineSync(db->conn)) {
+		rc = db_pipeline_results(db, sent, res);
+		if (sent < n)
+			rc = -1;
+	} else
+		db_set_error(db, PQerrorMessage(db->conn), NULL);
 	(void)PQexitPipelineMode(db->conn);
-	if (res == NULL)
-		return NULL;
-	if ((r = malloc(sizeof(*r))) == NULL) {
-		PQclear(res);
-		return NULL;
+	for (int i = 0; i < sent; i++) {
+		if (res[i] != NULL && rc == 0 &&
+		    (results[i] = malloc(sizeof(**results))) != NULL) {
+			results[i]->pg = res[i];
+			continue;
+		}
+		if (res[i] != NULL && rc == 0)
+			rc = -1;
+		PQclear(res[i]);
 	}
-	r->pg = res;
-	return r;
+	free(res);
+	if (rc == -1)
+		for (int i = 0; i < n; i++) {
+			db_res_free(results[i]);
+			results[i] = NULL;
+		}
+	return rc;
+}
+
+struct db_res *
+db_exec_pipeline(struct db *db, int n, const char *const *sql,
+    const struct db_params *const *params, int result_format)
+{
+	struct db_res	**results;
+	struct db_res	*last = NULL;
+
+	if (n < 1 || (results = calloc(n, sizeof(*results))) == NULL)
+		return NULL;
+	if (db_exec_pipeline_each(db, n, sql, params, result_format,
+	    results) == 0) {
+		last = results[n - 1];
+		for (int i = 0; i < n - 1; i++)
+			db_res_free(results[i]);
+	}
+	free(results);
+	return last;
 }
 
 struct db_batch {

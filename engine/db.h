@@ -69,6 +69,12 @@ struct db_res	*db_exec(struct db *, const char *sql,
  * the last one, or NULL (reason in db_error). */
 struct db_res	*db_exec_pipeline(struct db *, int n, const char *const *sql,
 		    const struct db_params *const *params, int result_format);
+/* The same, keeping every statement's result in results[0..n): 0, or -1
+ * with every result NULL. */
+int		 db_exec_pipeline_each(struct db *, int n,
+		    const char *const *sql,
+		    const struct db_params *const *params, int result_format,
+		    struct db_res **results);
 /* Statements whose results are not needed, kept (with copies of their
  * parameters) to be sent later in one round trip. */
 struct db_batch;

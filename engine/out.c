@@ -169,13 +169,13 @@ out_msg_fetch(struct out *o, long long post_id)
 
 /* The bytes of a post, shared by all its batches in flight; the last one
  * loaded is kept, since a large list's batches come one after another.
- * The claim brings the bytes along unless the cache has them, so `r'
- * (the claim's result) becomes the message's owner in that case. */
+ * `f' is the fetch that came with the claim: empty when the cache has
+ * the post, else the post's row, which the message then owns. */
 static struct out_msg *
-out_msg_from_claim(struct out *o, struct db_res *r, int *taken)
+out_msg_from_fetch(struct out *o, long long post_id, struct db_res *f,
+    int *taken)
 {
 	struct out_msg	*m;
-	long long	 post_id = db_res_int(r, 0, 1);
 	size_t		 raw_len, off;
 
 	*taken = 0;
@@ -183,31 +183,26 @@ out_msg_from_claim(struct out *o, struct db_res *r, int *taken)
 		o->cache->refs++;
 		return o->cache;
 	}
-	if (db_res_isnull(r, 0, 4) || db_res_isnull(r, 0, 5)) {
-		/* XXX Seen once under load, cause not found: the claim
-		 * left the bytes out of a post the cache did not hold.
-		 * Fetch them on their own rather than skip the batch. */
-		log_warn("out_bytes_refetched", "post=%lld rows=%d "
-		    "cached=%lld headers_null=%d raw_null=%d", post_id,
-		    db_res_rows(r), o->cache ? o->cache->post_id : 0,
-		    db_res_isnull(r, 0, 4), db_res_isnull(r, 0, 5));
+	if (db_res_rows(f) != 1 || db_res_int(f, 0, 0) != post_id) {
+		log_warn("out_bytes_refetched", "post=%lld rows=%d", post_id,
+		    db_res_rows(f));
 		return out_msg_fetch(o, post_id);
 	}
 	if ((m = calloc(1, sizeof(*m))) == NULL)
 		return NULL;
-	raw_len = db_res_length(r, 0, 5);
-	off = (size_t)db_res_int(r, 0, 6);
+	raw_len = db_res_length(f, 0, 2);
+	off = (size_t)db_res_int(f, 0, 3);
 	if (off > raw_len)
 		off = raw_len;
-	m->res = r;
+	m->res = f;
 	*taken = 1;
 	m->post_id = post_id;
-	m->iov[0].iov_base = (void *)db_res_value(r, 0, 4);
-	m->iov[0].iov_len = db_res_length(r, 0, 4);
-	m->iov[1].iov_base = (char *)db_res_value(r, 0, 5) + off;
+	m->iov[0].iov_base = (void *)db_res_value(f, 0, 1);
+	m->iov[0].iov_len = db_res_length(f, 0, 1);
+	m->iov[1].iov_base = (char *)db_res_value(f, 0, 2) + off;
 	m->iov[1].iov_len = raw_len - off;
-	m->bounces = db_res_value(r, 0, 7);
-	m->list = db_res_value(r, 0, 8);
+	m->bounces = db_res_value(f, 0, 4);
+	m->list = db_res_value(f, 0, 5);
 	out_msg_cache(o, m);
 	return m;
 }
@@ -270,44 +265,56 @@ out_batch_txns(struct out_batch *b, int xverp)
 	return 0;
 }
 
-/* Lease a batch and, in the same round trip, fetch its post's bytes
- * unless they are the cached post's. */
+/* Lease a batch, and in the same round trip fetch its post's bytes
+ * unless they are the cached post's.  Two statements, not one: a
+ * statement's joins read the snapshot taken when it began, while
+ * delivery_claim (plpgsql) sees rows committed since, so a single query
+ * could lease the copies of a post committed a moment ago and still read
+ * that post's row from before it was decorated. */
 static const char out_claim_sql[] =
-    "SELECT c.id, c.post_id, c.email, c.verp::int,"
-    "       CASE WHEN c.first AND c.post_id <> $4 THEN p.headers END,"
-    "       CASE WHEN c.first AND c.post_id <> $4 THEN m.raw END,"
-    "       p.body_offset, ls.bounces_address, ls.fqdn_listname"
-    "  FROM (SELECT d.*, row_number() OVER () = 1 AS first"
-    "          FROM quire.delivery_claim($1, $2, $3) d) c"
-    "  JOIN quire.post p ON p.id = c.post_id"
-    "  JOIN quire.message m ON m.id = p.message_id"
+    "SELECT id, post_id, email, verp::int"
+    "  FROM quire.delivery_claim($1, $2, $3)";
+
+static const char out_fetch_sql[] =
+    "SELECT p.id, p.headers, m.raw, p.body_offset, ls.bounces_address,"
+    "       ls.fqdn_listname"
+    "  FROM quire.post p JOIN quire.message m ON m.id = p.message_id"
     "  JOIN quire.list_settings ls ON ls.id = p.list_id"
-    " ORDER BY c.first DESC";
+    " WHERE p.id = (SELECT d.post_id FROM quire.delivery d"
+    "                WHERE d.lease_token = $1 LIMIT 1)"
+    "   AND p.id <> $2 AND p.headers IS NOT NULL";
 
 static struct out_batch *
 out_claim(struct out *o)
 {
-	struct db_params p;
-	struct db_res	*r;
+	struct db_params claim, fetch;
+	const struct db_params *params[] = { &claim, &fetch };
+	const char	*sql[] = { out_claim_sql, out_fetch_sql };
+	struct db_res	*res[2];
 	struct out_batch *b;
 	char		 lease[32], cached[24];
-	int		 n, taken;
+	int		 n, taken = 0;
 
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return NULL;
 	out_token(b->token);
 	snprintf(lease, sizeof(lease), "%d seconds", o->cfg->lease);
-	db_params_init(&p);
-	db_param_text(&p, b->token);
-	db_param_text(&p, lease);
-	db_param_text(&p, o->cfg->appname);
-	db_param_int(&p, cached, o->cache ? o->cache->post_id : 0);
-	r = db_exec(o->db, out_claim_sql, &p, DB_BINARY);
-	if (r == NULL || (n = db_res_rows(r)) == 0) {
-		if (r == NULL)
-			log_warn("out_claim_failed", "reason=%s",
-			    log_q(db_error(o->db)));
-		db_res_free(r);
+	db_params_init(&claim);
+	db_param_text(&claim, b->token);
+	db_param_text(&claim, lease);
+	db_param_text(&claim, o->cfg->appname);
+	db_params_init(&fetch);
+	db_param_text(&fetch, b->token);
+	db_param_int(&fetch, cached, o->cache ? o->cache->post_id : 0);
+	if (db_exec_pipeline_each(o->db, 2, sql, params, DB_BINARY,
+	    res) == -1) {
+		log_warn("out_claim_failed", "reason=%s", log_q(db_error(o->db)));
+		free(b);
+		return NULL;
+	}
+	if ((n = db_res_rows(res[0])) == 0) {
+		db_res_free(res[0]);
+		db_res_free(res[1]);
 		free(b);
 		return NULL;
 	}
@@ -315,16 +322,18 @@ out_claim(struct out *o)
 	b->ids = calloc(n, sizeof(*b->ids));
 	b->rcpts = calloc(n, sizeof(*b->rcpts));
 	for (int i = 0; b->ids && b->rcpts && i < n; i++) {
-		b->ids[i] = db_res_int(r, i, 0);
-		b->rcpts[i] = strdup(db_res_value(r, i, 2));
+		b->ids[i] = db_res_int(res[0], i, 0);
+		b->rcpts[i] = strdup(db_res_value(res[0], i, 2));
 	}
-	b->verp = db_res_int(r, 0, 3) == 1;
-	b->msg = out_msg_from_claim(o, r, &taken);
+	b->verp = db_res_int(res[0], 0, 3) == 1;
+	b->msg = out_msg_from_fetch(o, db_res_int(res[0], 0, 1), res[1],
+	    &taken);
 	if (b->msg == NULL)
 		log_error("out_message_missing", "post=%lld reason=%s",
-		    db_res_int(r, 0, 1), log_q(db_error(o->db)));
+		    db_res_int(res[0], 0, 1), log_q(db_error(o->db)));
+	db_res_free(res[0]);
 	if (!taken)
-		db_res_free(r);
+		db_res_free(res[1]);
 	clock_gettime(CLOCK_MONOTONIC, &b->started);
 	return b;
 }

@@ -489,6 +489,8 @@ CREATE INDEX delivery_ready_idx ON quire.delivery (not_before, post_id)
     WHERE state = 'queued';
 CREATE INDEX delivery_lease_idx ON quire.delivery (lease_until)
     WHERE state = 'leased';
+CREATE INDEX delivery_token_idx ON quire.delivery (lease_token)
+    WHERE lease_token IS NOT NULL;
 COMMENT ON TABLE quire.delivery IS
     'Copies still to hand to the relay, one row a recipient.  A row '
     'leaves when the relay accepts or refuses the copy for good; its '
