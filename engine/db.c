@@ -27,6 +27,7 @@
  * type") until the worker reconnects; the cache should be dropped on
  * that error. */
 #define DB_STMT_CACHE	64
+#define DB_STMT_NAME	24
 
 enum db_state {
 	DB_DOWN,
@@ -318,7 +319,7 @@ db_preparable(const char *sql)
  * unprepared run then reports the error). */
 static int
 db_prepared(struct db *db, const char *sql, const struct db_params *p,
-    char name[16])
+    char name[DB_STMT_NAME])
 {
 	unsigned	 h;
 	PGresult	*res;
@@ -330,7 +331,7 @@ db_prepared(struct db *db, const char *sql, const struct db_params *p,
 	for (i = 0; i < db->nstmts; i++)
 		if (db->stmts[i].hash == h && strcmp(db->stmts[i].sql, sql) == 0)
 			break;
-	snprintf(name, 16, "quire_%d", i);
+	snprintf(name, DB_STMT_NAME, "quire_%d", i);
 	if (i < db->nstmts)
 		return 1;
 	if (db->nstmts == DB_STMT_CACHE)
@@ -351,7 +352,7 @@ db_exec(struct db *db, const char *sql, const struct db_params *p,
 {
 	PGresult	*res;
 	struct db_res	*r;
-	char		 name[16];
+	char		 name[DB_STMT_NAME];
 
 	db->sync_warning = 0;
 	if (db_prepared(db, sql, p, name))
@@ -430,7 +431,7 @@ static int
 db_pipeline_send(struct db *db, int n, const char *const *sql,
     const struct db_params *const *params, int result_format)
 {
-	char		 name[16];
+	char		 name[DB_STMT_NAME];
 
 	/* Prepare first: PQprepare waits for its answer, which pipeline
 	 * mode does not allow.  (A statement prepared now stays cached,
