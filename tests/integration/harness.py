@@ -271,6 +271,7 @@ class EngineTest(unittest.TestCase):
 
     engine_args = ()
     sink_args = ()
+    expect_worker_exits = False
 
     def setUp(self):
         if not PG:
@@ -287,12 +288,20 @@ class EngineTest(unittest.TestCase):
         return self.engine
 
     def tearDown(self):
+        log = ""
         if self.engine is not None:
             self.engine.stop()
+            log = self.engine.log_text()
             if self._outcome_failed() or os.environ.get("QUIRE_TEST_LOG"):
-                print("---- engine log ----\n" + self.engine.log_text())
+                print("---- engine log ----\n" + log)
         self.sink.stop()
         self.db.drop()
+        # A sanitizer report or a crashed worker fails the test even when
+        # the supervisor's restart let the rest of it pass.
+        for bad in ("Sanitizer", "runtime error:", "event=worker_exited"):
+            if bad in log and not self.expect_worker_exits:
+                self.fail("engine log has %r:\n%s" % (bad, "\n".join(
+                    l for l in log.splitlines() if bad in l)[:4000]))
 
     def _outcome_failed(self):
         outcome = getattr(self, "_outcome", None)
