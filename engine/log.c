@@ -109,7 +109,9 @@ log_qn(const char *s, size_t len)
 		return out;
 	}
 	out[o++] = '"';
-	for (i = 0; i < len && o < LOG_Q_MAX - 6; i++) {
+	/* Room is kept for the longest escape (4), "..." and the closing
+	 * quote and NUL (5). */
+	for (i = 0; i < len && o + 4 <= LOG_Q_MAX - 5; i++) {
 		unsigned char c = s[i];
 		if (c == '"' || c == '\\') {
 			out[o++] = '\\';
