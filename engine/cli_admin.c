@@ -64,7 +64,8 @@ cli_list_create(struct cli *c, struct db *db)
 	const char	*display = cli_opt(c, "--display-name", NULL);
 	int		 rc;
 
-	if (cli_no_options(c) || c->argc != 1)
+	if (cli_no_options(c) || c->argc != 1 || strchr(c->argv[0], '@') ==
+	    NULL)
 		return cli_usage("list create LIST@HOST [--display-name N]");
 	db_params_init(&p);
 	db_param_text(&p, c->argv[0]);
@@ -208,7 +209,8 @@ cli_member_each(struct cli *c, struct db *db, const char *sql,
 	const char	*file = cli_opt(c, "--file", NULL);
 	struct db_params p;
 	struct db_res	*r;
-	char		 line[1024], parsed[1024], display[1024];
+	char		*line = NULL, parsed[1024], display[1024];
+	size_t		 cap = 0;
 	const char	*given_name = name;
 	FILE		*f = NULL;
 	int		 i = 1, failed = 0;
@@ -224,8 +226,16 @@ cli_member_each(struct cli *c, struct db *db, const char *sql,
 		name = given_name;
 		if (i < c->argc)
 			addr = c->argv[i++];
-		else if (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+		else if (f != NULL && getline(&line, &cap, f) != -1) {
 			line[strcspn(line, "\r\n")] = '\0';
+			/* Whole lines only: a long one is refused, never cut
+			 * into pieces that read as addresses of their own. */
+			if (strlen(line) >= sizeof(parsed)) {
+				fprintf(stderr, "quire: %s: line too long\n",
+				    file);
+				failed++;
+				continue;
+			}
 			if (cli_member_line(line, parsed, sizeof(parsed),
 			    display, sizeof(display)) == 0)
 				continue;
@@ -254,8 +264,13 @@ cli_member_each(struct cli *c, struct db *db, const char *sql,
 			printf("%s %s\n", addr, verb);
 		db_res_free(r);
 	}
+	if (f != NULL && ferror(f)) {
+		fprintf(stderr, "quire: %s: %s\n", file, strerror(errno));
+		failed++;
+	}
 	if (f != NULL && f != stdin)
 		fclose(f);
+	free(line);
 	return failed ? 1 : 0;
 }
 
@@ -294,6 +309,9 @@ cli_member(struct cli *c)
 		return cli_usage("member add|remove|list");
 	role = cli_opt(c, "--role", "member");
 	name = cli_opt(c, "--name", "");
+	if (strcmp(role, "--role") == 0 || strncmp(role, "--", 2) == 0)
+		return cli_usage("--role takes member, owner, moderator or "
+		    "nonmember");
 	if (c->argc < 1)
 		return cli_usage("member add|remove|list LIST ...");
 	if ((db = cli_connect(c)) == NULL)

@@ -120,14 +120,64 @@ add_list_fields(struct buf *out, const struct decorate_list *l,
 
 /* Reply-To as Mailman's cook-headers builds it: the explicit address,
  * then the original Reply-To addresses (unless stripped first), then the
- * list; without duplicates.  NULL means leave Reply-To alone. */
+ * list; without duplicates (whole addresses, case-insensitive).  At most
+ * REPLY_TO_MAX addresses are kept, which bounds the work a hostile
+ * Reply-To can cause.  NULL means leave Reply-To alone. */
+#define REPLY_TO_MAX	64
+
+struct reply_to {
+	const char	*addr[REPLY_TO_MAX];
+	size_t		 n;
+};
+
+static void
+reply_to_add(struct reply_to *r, const char *addr)
+{
+	if (addr == NULL || *addr == '\0' || r->n == REPLY_TO_MAX)
+		return;
+	for (size_t i = 0; i < r->n; i++)
+		if (strcasecmp(r->addr[i], addr) == 0)
+			return;
+	r->addr[r->n++] = addr;
+}
+
+/* "a, b, c" folded before a line would pass 78 columns. */
 static char *
-reply_to_value(const struct decorate_list *l, const struct msg_headers *h)
+reply_to_join(const struct reply_to *r, const char *display, const char *eol)
+{
+	struct buf	 v = { 0 };
+	size_t		 col = strlen("Reply-To: ");
+
+	for (size_t i = 0; i < r->n; i++) {
+		size_t len = strlen(r->addr[i]) + 2;
+
+		if (i > 0 && buf_adds(&v, ",") == -1)
+			break;
+		if (i > 0 && col + len > 78) {
+			buf_addf(&v, "%s ", eol);
+			col = 1;
+		} else if (i > 0) {
+			buf_adds(&v, " ");
+			col++;
+		}
+		if (display != NULL && i == r->n - 1) {
+			add_phrase(&v, display);
+			buf_addf(&v, " <%s>", r->addr[i]);
+		} else
+			buf_adds(&v, r->addr[i]);
+		col += len;
+	}
+	return v.p;
+}
+
+static char *
+reply_to_value(const struct decorate_list *l, const struct msg_headers *h,
+    const char *eol)
 {
 	struct msg_addr_list	 orig = { 0 };
-	struct buf		 v = { 0 };
+	struct reply_to		 r = { .n = 0 };
 	char			 posting[512];
-	char			*old;
+	char			*old, *out;
 	int			 explicit, to_list;
 
 	explicit = strcmp(l->reply_goes_to_list, "explicit_header") == 0 ||
@@ -136,29 +186,28 @@ reply_to_value(const struct decorate_list *l, const struct msg_headers *h)
 	if (!explicit && !to_list)
 		return NULL;
 	snprintf(posting, sizeof(posting), "%s@%s", l->name, l->host);
-	if (explicit && *l->reply_to_address != '\0')
-		buf_adds(&v, l->reply_to_address);
+	if (explicit)
+		reply_to_add(&r, l->reply_to_address);
 	if (!l->first_strip_reply_to &&
 	    (old = msg_headers_get(h, "Reply-To")) != NULL) {
 		msg_addr_parse_list(old, &orig);
 		free(old);
-		for (size_t i = 0; i < orig.n; i++) {
-			if (v.p && strcasestr(v.p, orig.v[i].addr) != NULL)
-				continue;
-			buf_addf(&v, "%s%s", v.len ? ", " : "",
-			    orig.v[i].addr);
-		}
-		msg_addr_list_free(&orig);
+		/* Room stays for the list's own address. */
+		for (size_t i = 0; i < orig.n && r.n < REPLY_TO_MAX - 1; i++)
+			reply_to_add(&r, orig.v[i].addr);
 	}
-	if (to_list && (v.p == NULL || strcasestr(v.p, posting) == NULL)) {
-		buf_addf(&v, "%s", v.len ? ", " : "");
-		if (*l->description != '\0') {
-			add_phrase(&v, l->description);
-			buf_addf(&v, " <%s>", posting);
-		} else
-			buf_adds(&v, posting);
-	}
-	return v.p;
+	if (to_list) {
+		size_t before = r.n;
+
+		reply_to_add(&r, posting);
+		/* The list last, named by its description, as Mailman does;
+		 * unless it was there already. */
+		out = reply_to_join(&r, r.n > before && *l->description ?
+		    l->description : NULL, eol);
+	} else
+		out = reply_to_join(&r, NULL, eol);
+	msg_addr_list_free(&orig);
+	return out;
 }
 
 static int
@@ -221,7 +270,7 @@ decorate_headers(const struct decorate_list *l, const char *raw, size_t len,
 	if (msg_headers_parse(raw, len, &h) == -1)
 		return -1;
 	eol = h.crlf ? "\r\n" : "\n";
-	reply_to = reply_to_value(l, &h);
+	reply_to = reply_to_value(l, &h, eol);
 	rc = copy_fields(out, l, &h, post_number, eol, reply_to != NULL);
 	if (rc == 0 && reply_to != NULL)
 		rc = add_field(out, "Reply-To", reply_to, eol);

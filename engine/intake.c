@@ -63,7 +63,12 @@ struct intake_accept_q {
 static long
 intake_cookie(long list_id, int sub, long limit_kb)
 {
-	return (limit_kb << 36) | ((long)sub << 32) | list_id;
+	/* 27 bits of KB is 128 GB, beyond any message LMTP takes; larger
+	 * (or negative) limits mean no limit of the list's own. */
+	if (limit_kb < 0 || limit_kb >= (1L << 27))
+		limit_kb = 0;
+	return (long)(((unsigned long)limit_kb << 36) |
+	    ((unsigned long)sub << 32) | (unsigned long)list_id);
 }
 
 static long
@@ -81,7 +86,7 @@ cookie_sub(long c)
 static long
 cookie_limit(long c)
 {
-	return c >> 36;
+	return (long)((unsigned long)c >> 36);
 }
 
 static int

@@ -251,7 +251,10 @@ out_batch_txns(struct out_batch *b, int xverp)
 	if ((b->senders = calloc(b->n, sizeof(char *))) == NULL)
 		return -1;
 	for (int i = 0; i < b->n; i++) {
-		if (verp_encode(m->bounces, b->rcpts[i], v, sizeof(v)) < 0)
+		/* An address too long for a path of its own (RFC 5321: 256
+		 * octets) goes with the plain sender, unVERPed. */
+		if (verp_encode(m->bounces, b->rcpts[i], v, sizeof(v)) < 0 ||
+		    strlen(v) > 254)
 			snprintf(v, sizeof(v), "%s", m->bounces);
 		if ((b->senders[i] = strdup(v)) == NULL)
 			return -1;

@@ -275,42 +275,64 @@ smtp_conn_cmd(struct smtp_conn *conn, enum smtp_cmd cmd, size_t txn,
 /* How the body encoder stands between iovec parts. */
 struct smtp_body_state {
 	int		 bol;		/* next byte starts a line */
-	char		 last;		/* last input byte, for CR LF splits */
+	int		 cr;		/* a CR seen, not yet written */
 	size_t		 size;
 };
 
 static void
+smtp_body_eol(struct evbuffer *out, struct smtp_body_state *bs)
+{
+	evbuffer_add(out, "\r\n", 2);
+	bs->size += 2;
+	bs->bol = 1;
+}
+
+/*
+ * Copy one part of the message in SMTP's canonical form: every line end
+ * (CR LF, bare LF or bare CR; RFC 5321 2.3.8 allows only CR LF on the
+ * wire) becomes CR LF, and a line that starts with '.' gets another.  A
+ * CR at the end of a part waits for the next part's first byte.
+ */
+static void
 smtp_body_part(struct evbuffer *out, struct smtp_body_state *bs,
     const char *p, size_t n)
 {
-	const char *nl;
-	size_t i = 0, run = 0, k;
-	char prev;
+	size_t	 i, run = 0;
 
-	while (i < n) {
-		if (bs->bol && p[i] == '.') {
-			evbuffer_add(out, p + run, i - run);
-			evbuffer_add(out, ".", 1);
-			run = i;
+	for (i = 0; i < n; i++) {
+		char	 c = p[i];
+
+		if (c != '\r' && c != '\n' && !bs->cr &&
+		    !(bs->bol && c == '.')) {
+			bs->bol = 0;
+			continue;
 		}
-		bs->bol = 0;
-		if ((nl = memchr(p + i, '\n', n - i)) == NULL)
-			break;
-		k = nl - p;
-		prev = k > 0 ? p[k - 1] : bs->last;
-		if (prev != '\r') {
-			evbuffer_add(out, p + run, k - run);
-			evbuffer_add(out, "\r\n", 2);
-			run = k + 1;
+		evbuffer_add(out, p + run, i - run);
+		bs->size += i - run;
+		run = i + 1;
+		if (bs->cr) {
+			bs->cr = 0;
+			smtp_body_eol(out, bs);
+			if (c == '\n')
+				continue;
+		}
+		if (c == '\r')
+			bs->cr = 1;
+		else if (c == '\n')
+			smtp_body_eol(out, bs);
+		else if (bs->bol && c == '.') {
+			/* The stuffed dot is not counted in SIZE. */
+			evbuffer_add(out, "..", 2);
 			bs->size++;
+			bs->bol = 0;
+		} else {
+			evbuffer_add(out, &c, 1);
+			bs->size++;
+			bs->bol = 0;
 		}
-		i = k + 1;
-		bs->bol = 1;
 	}
 	evbuffer_add(out, p + run, n - run);
-	bs->size += n;
-	if (n > 0)
-		bs->last = p[n - 1];
+	bs->size += n - run;
 }
 
 static int
@@ -328,8 +350,8 @@ smtp_body_has_8bit(const struct iovec *iov, int n)
 }
 
 /*
- * The DATA phase's bytes: bare LF becomes CR LF, lines starting with '.'
- * get another, and the end is CR LF "." CR LF.  Built before MAIL, so
+ * The DATA phase's bytes: every line end becomes CR LF, lines starting
+ * with '.' get another, and the end is CR LF "." CR LF.  Built before MAIL, so
  * that MAIL can give the exact SIZE (which counts neither the stuffed
  * dots nor the final ".").
  */
@@ -340,13 +362,17 @@ smtp_body_has_8bit(const struct iovec *iov, int n)
 static void
 smtp_body_build(struct smtp_conn *conn, const struct smtp_txn *t)
 {
-	struct smtp_body_state bs = { 1, '\0', 0 };
+	struct smtp_body_state bs = { 1, 0, 0 };
 	int i;
 
 	evbuffer_drain(conn->body, evbuffer_get_length(conn->body));
 	for (i = 0; i < t->ndata; i++)
 		smtp_body_part(conn->body, &bs, t->data[i].iov_base,
 		    t->data[i].iov_len);
+	if (bs.cr) {
+		bs.cr = 0;
+		smtp_body_eol(conn->body, &bs);
+	}
 	if (!bs.bol) {
 		evbuffer_add(conn->body, "\r\n", 2);
 		bs.size += 2;

@@ -5,6 +5,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "buf.h"
 #include "db.h"
@@ -49,9 +50,15 @@ in_is_loop(const struct msg_headers *h, const char *posting)
 	int	 loop = 0;
 
 	while (!loop && (i = msg_headers_find(h, "X-BeenThere", i + 1)) >= 0) {
+		char	*addr;
+
 		if ((v = msg_field_unfold(&h->fields[i])) == NULL)
 			continue;
-		loop = strcasestr(v, posting) != NULL;
+		/* The whole value names the list, not a part of it: a list
+		 * "olddev" must not look like "dev". */
+		addr = msg_addr_first(v);
+		loop = addr != NULL && strcasecmp(addr, posting) == 0;
+		free(addr);
 		free(v);
 	}
 	return loop;

@@ -22,6 +22,10 @@ posting_decide(const struct post *p, const struct list_conf *l,
 {
 	const char	*action;
 
+	if (p->raw_len == 0) {
+		snprintf(reason, len, "the message is empty");
+		return "hold";
+	}
 	if (l->emergency) {
 		snprintf(reason, len, "emergency moderation is on");
 		return "hold";

@@ -67,9 +67,12 @@ parse_hostport(const char *s, const char **host, int *port)
 	if ((colon = strrchr(b, ':')) == NULL)
 		return -1;
 	*colon = '\0';
-	*port = atoi(colon + 1);
 	*host = b;
-	return *port > 0 || strcmp(colon + 1, "0") == 0 ? 0 : -1;
+	if (colon[1] == '\0' || colon[1 + strspn(colon + 1, "0123456789")] !=
+	    '\0' || strlen(colon + 1) > 5 || (*port = atoi(colon + 1)) >
+	    65535 || *b == '\0')
+		return -1;
+	return 0;
 }
 
 static int
@@ -95,6 +98,12 @@ parse_stages(struct engine *e, const char *list)
 			    "lmtp,in,posting,decorate,archive,out)\n", tok);
 			return -1;
 		}
+	}
+	if (!e->want[WORKER_LMTP] && !e->want[WORKER_PIPELINE] &&
+	    !e->want[WORKER_OUT]) {
+		fprintf(stderr, "quire: --stages names no stage (stages: "
+		    "lmtp,in,posting,decorate,archive,out)\n");
+		return -1;
 	}
 	return 0;
 }

@@ -20,8 +20,10 @@ COMMENT ON COLUMN quire.domain.alias_domain IS
 CREATE TABLE quire.list (
 	id serial PRIMARY KEY,
 	domain_id integer NOT NULL REFERENCES quire.domain ON DELETE CASCADE,
+	-- A dot-atom local part (RFC 5322) without '+', the VERP delimiter.
 	list_name text NOT NULL
-	    CHECK (list_name = lower(list_name) AND list_name ~ '^[^@\s+]+$'),
+	    CHECK (list_name ~ '^[a-z0-9!#$%&''*/=?^_`{|}~-]+'
+		'(\.[a-z0-9!#$%&''*/=?^_`{|}~-]+)*$'),
 	acceptable_aliases text[] NOT NULL DEFAULT '{}',
 	accept_these_nonmembers text[] NOT NULL DEFAULT '{}',
 	admin_immed_notify boolean NOT NULL DEFAULT true,
@@ -154,6 +156,13 @@ CREATE TABLE quire.list (
 	archive_url text NOT NULL DEFAULT '',
 	UNIQUE (domain_id, list_name)
 );
+-- Settings that go into header fields are single lines, so that no
+-- setting can add a field of its own to every post.
+ALTER TABLE quire.list
+    ADD CONSTRAINT list_header_values_one_line CHECK (
+	display_name !~ '[\r\n]' AND description !~ '[\r\n]' AND
+	subject_prefix !~ '[\r\n]' AND reply_to_address !~ '[\r\n]' AND
+	archive_url !~ '[\r\n]');
 COMMENT ON TABLE quire.list IS
     'Mailing lists: one row a list, one column a setting.  Settings are '
     'named as in the Mailman 3 REST API.';
@@ -341,8 +350,11 @@ COMMENT ON COLUMN quire.list.volume IS
 
 CREATE TABLE quire.address (
 	id bigserial PRIMARY KEY,
+	-- No brackets, quotes, separators or spaces: the address goes into
+	-- SMTP paths and VERP senders as it is.
 	email text NOT NULL UNIQUE
-	    CHECK (email = lower(email) AND email ~ '^[^@\s]+@[^@\s]+$'),
+	    CHECK (email = lower(email)
+		AND email ~ '^[^@\s<>()\[\],;:"\\]+@[^@\s<>()\[\],;:"\\]+$'),
 	display_name text NOT NULL DEFAULT '',
 	created_at timestamptz NOT NULL DEFAULT now()
 );

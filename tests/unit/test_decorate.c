@@ -165,6 +165,56 @@ test_reply_to_munging(void **state)
 	    "\n", 41);
 }
 
+/* Duplicates are whole addresses: "olddev" is not "bench"'s list, and
+ * "b@example.com" is not "bob@example.com".  A long Reply-To is capped
+ * and folded. */
+static void
+test_reply_to_whole_addresses(void **state)
+{
+	struct decorate_list l = bench();
+	struct buf	 in = { 0 }, out = { 0 };
+	size_t		 body;
+	char		*rt;
+
+	(void)state;
+	l.subject_prefix = "";
+	l.include_rfc2369_headers = 0;
+	l.reply_goes_to_list = "point_to_list";
+	check(&l, "Message-ID: <m>\nReply-To: oldbench@example.org\n\n",
+	    "Message-ID: <m>\n"
+	    "Reply-To: oldbench@example.org, bench@example.org\n"
+	    "X-BeenThere: bench@example.org\n"
+	    "Precedence: list\n"
+	    "\n", 48);
+	l.reply_goes_to_list = "explicit_header";
+	l.reply_to_address = "bob@example.com";
+	check(&l, "Message-ID: <m>\nReply-To: B@example.com\n\n",
+	    "Message-ID: <m>\n"
+	    "Reply-To: bob@example.com, B@example.com\n"
+	    "X-BeenThere: bench@example.org\n"
+	    "Precedence: list\n"
+	    "\n", 41);
+	buf_adds(&in, "Message-ID: <m>\nReply-To: a0@example.com");
+	for (int i = 1; i < 5000; i++)
+		buf_addf(&in, ",\n a%d@example.com", i);
+	buf_adds(&in, "\n\nbody\n");
+	l.reply_goes_to_list = "point_to_list";
+	assert_int_equal(decorate_headers(&l, in.p, in.len, 1, "s@x", &out,
+	    &body), 0);
+	rt = strstr(out.p, "Reply-To: ");
+	assert_non_null(rt);
+	assert_non_null(strstr(rt, "a62@example.com, bench@example.org\n"));
+	assert_null(strstr(rt, "a63@example.com"));
+	for (char *line = rt; line != NULL && *line != '\0';) {
+		char *nl = strchr(line, '\n');
+		assert_non_null(nl);
+		assert_true(nl - line <= 78);
+		line = nl + 1;
+	}
+	buf_free(&in);
+	buf_free(&out);
+}
+
 /* Hostile shapes: no blank line, a last field with no line end, no
  * header at all, NUL and 8-bit bytes kept as they came. */
 static void
@@ -215,6 +265,7 @@ main(void)
 		cmocka_unit_test(test_cleansed_and_completed),
 		cmocka_unit_test(test_list_id_description_and_archive),
 		cmocka_unit_test(test_reply_to_munging),
+		cmocka_unit_test(test_reply_to_whole_addresses),
 		cmocka_unit_test(test_hostile),
 		cmocka_unit_test(test_no_archive),
 	};

@@ -672,12 +672,14 @@ test_body_encoding_across_parts(void **state)
 		EHLO_PIPELINING,
 		{ "MAIL FROM:<s@x>\r\nRCPT TO:<a@x>\r\nDATA\r\n",
 		  "250 ok\r\n250 ok\r\n354 go\r\n", S_WHOLE | S_WAIT },
-		{ "a\r\nb\r\n..x\r\n..\r\nc\rd\r\n.\r\n", "250 ok\r\n",
-		  S_WHOLE | S_WAIT },
+		/* A bare CR is a line end too (RFC 5321 2.3.8), also one
+		 * whose line starts with a dot, and one that ends a part. */
+		{ "a\r\nb\r\n..x\r\n..\r\nc\r\nd\r\n..e\r\nf\r\n.\r\n",
+		  "250 ok\r\n", S_WHOLE | S_WAIT },
 	};
 	static const char *parts[] = { "a\r", "\nb\n", ".", "x\n.", "\n",
-	    "c\rd" };
-	struct iovec iov[6];
+	    "c\rd\r.e\r", "f" };
+	struct iovec iov[7];
 	const char *r[] = { "a@x" };
 	struct smtp_result res[1];
 	struct smtp_txn t;
@@ -687,12 +689,12 @@ test_body_encoding_across_parts(void **state)
 	SCRIPT(f, s);
 	conn = smtp_conn_new(f->base, &f->cfg);
 	txn_init(&t, "s@x", r, 1, res, "");
-	for (i = 0; i < 6; i++) {
+	for (i = 0; i < 7; i++) {
 		iov[i].iov_base = (void *)parts[i];
 		iov[i].iov_len = strlen(parts[i]);
 	}
 	t.data = iov;
-	t.ndata = 6;
+	t.ndata = 7;
 	send_batch(f, conn, &t, 1);
 	want_result(&res[0], 250, "ok");
 	relay_done(&f->relay);
