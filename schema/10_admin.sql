@@ -109,6 +109,7 @@ RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
 	lid	integer := quire.list_lookup(fqdn);
 	coltype	text;
+	cname	text;
 BEGIN
 	IF lid IS NULL THEN
 		RAISE EXCEPTION 'no such list: %', fqdn;
@@ -126,12 +127,16 @@ BEGIN
 		    setting, coltype) USING value, lid;
 	EXCEPTION
 		WHEN check_violation THEN
+			GET STACKED DIAGNOSTICS cname = CONSTRAINT_NAME;
 			RAISE EXCEPTION 'invalid value for %: %', setting, value
-			    USING HINT = (SELECT 'allowed: ' ||
-				pg_get_constraintdef(c.oid)
-				FROM pg_constraint c
-			       WHERE c.conrelid = 'quire.list'::regclass
-				 AND c.conname = 'list_' || setting || '_check');
+			    USING HINT = CASE
+				WHEN cname = 'list_header_values_one_line' THEN
+				    'it goes into header fields: one line'
+				ELSE coalesce((SELECT 'allowed: ' ||
+				    pg_get_constraintdef(c.oid)
+				    FROM pg_constraint c
+				   WHERE c.conrelid = 'quire.list'::regclass
+				     AND c.conname = cname), cname) END;
 		WHEN invalid_text_representation OR
 		    invalid_datetime_format OR numeric_value_out_of_range OR
 		    datatype_mismatch OR invalid_parameter_value THEN

@@ -136,6 +136,24 @@ class DeliveryTest(EngineTest):
         self.assertIn("event=post_held", self.engine.log_text())
         self.assertEqual(self.sink.index(), [])
 
+    def test_loop_is_this_lists_own_x_beenthere(self):
+        self.post(crlf(b"From: anne@example.com\nSubject: a\n"
+                       b"X-BeenThere: oldbench@example.org\n\nx\n"))
+        self.post(crlf(b"From: anne@example.com\nSubject: b\n"
+                       b"X-BeenThere: Bench@Example.org\n\nx\n"))
+        copies = self.wait_copies(3)
+        self.assertIn(b"Subject: [Bench] a", self.sink.message(copies[0]))
+        self.assertEqual(wait_for("the held post", lambda: self.db.query(
+            "SELECT subject, reason FROM quire.held")), [
+            ["b", "loop: the post already carries this list's "
+                  "X-BeenThere"]])
+        r = quire(self.db, "list", "set", "bench@example.org",
+                  "description", "two\nlines", check=False)
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.stderr, b"quire: invalid value for description: "
+                         b"two\nlines (it goes into header fields: one "
+                         b"line)\n")
+
     def test_moderated_member_and_posting_owner(self):
         self.db.psql(["-c", "UPDATE quire.member SET moderation_action = "
                       "'hold' WHERE address_id = (SELECT id FROM "
