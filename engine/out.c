@@ -129,41 +129,53 @@ out_msg_cache(struct out *o, struct out_msg *m)
 	m->refs = 2;		/* the cache's and the caller's */
 }
 
+/* A message from a row of out_fetch_sql's shape (id, headers, raw,
+ * body_offset, bounces, list), which it then owns. */
+static struct out_msg *
+out_msg_new(struct out *o, long long post_id, struct db_res *r)
+{
+	struct out_msg	*m;
+	size_t		 raw_len, off;
+
+	if ((m = calloc(1, sizeof(*m))) == NULL)
+		return NULL;
+	raw_len = db_res_length(r, 0, 2);
+	off = (size_t)db_res_int(r, 0, 3);
+	if (off > raw_len)
+		off = raw_len;
+	m->res = r;
+	m->post_id = post_id;
+	m->iov[0].iov_base = (void *)db_res_value(r, 0, 1);
+	m->iov[0].iov_len = db_res_length(r, 0, 1);
+	m->iov[1].iov_base = (char *)db_res_value(r, 0, 2) + off;
+	m->iov[1].iov_len = raw_len - off;
+	m->bounces = db_res_value(r, 0, 4);
+	m->list = db_res_value(r, 0, 5);
+	out_msg_cache(o, m);
+	return m;
+}
+
 /* The bytes of a post by a query of their own. */
 static struct out_msg *
 out_msg_fetch(struct out *o, long long post_id)
 {
 	struct db_params p;
+	struct db_res	*r;
 	struct out_msg	*m;
 	char		 id[24];
-	size_t		 raw_len, off;
 
-	if ((m = calloc(1, sizeof(*m))) == NULL)
-		return NULL;
 	db_params_init(&p);
 	db_param_int(&p, id, post_id);
-	m->res = db_exec(o->db, "SELECT p.headers, m.raw, p.body_offset,"
+	r = db_exec(o->db, "SELECT p.id, p.headers, m.raw, p.body_offset,"
 	    "       ls.bounces_address, ls.fqdn_listname"
 	    "  FROM quire.post p JOIN quire.message m ON m.id = p.message_id"
 	    "  JOIN quire.list_settings ls ON ls.id = p.list_id"
 	    " WHERE p.id = $1 AND p.headers IS NOT NULL", &p, DB_BINARY);
-	if (m->res == NULL || db_res_rows(m->res) != 1) {
-		db_res_free(m->res);
-		free(m);
+	if (r == NULL || db_res_rows(r) != 1 ||
+	    (m = out_msg_new(o, post_id, r)) == NULL) {
+		db_res_free(r);
 		return NULL;
 	}
-	raw_len = db_res_length(m->res, 0, 1);
-	off = (size_t)db_res_int(m->res, 0, 2);
-	if (off > raw_len)
-		off = raw_len;
-	m->post_id = post_id;
-	m->iov[0].iov_base = (void *)db_res_value(m->res, 0, 0);
-	m->iov[0].iov_len = db_res_length(m->res, 0, 0);
-	m->iov[1].iov_base = (char *)db_res_value(m->res, 0, 1) + off;
-	m->iov[1].iov_len = raw_len - off;
-	m->bounces = db_res_value(m->res, 0, 3);
-	m->list = db_res_value(m->res, 0, 4);
-	out_msg_cache(o, m);
 	return m;
 }
 
@@ -176,7 +188,6 @@ out_msg_from_fetch(struct out *o, long long post_id, struct db_res *f,
     int *taken)
 {
 	struct out_msg	*m;
-	size_t		 raw_len, off;
 
 	*taken = 0;
 	if (o->cache != NULL && o->cache->post_id == post_id) {
@@ -188,22 +199,8 @@ out_msg_from_fetch(struct out *o, long long post_id, struct db_res *f,
 		    db_res_rows(f));
 		return out_msg_fetch(o, post_id);
 	}
-	if ((m = calloc(1, sizeof(*m))) == NULL)
-		return NULL;
-	raw_len = db_res_length(f, 0, 2);
-	off = (size_t)db_res_int(f, 0, 3);
-	if (off > raw_len)
-		off = raw_len;
-	m->res = f;
-	*taken = 1;
-	m->post_id = post_id;
-	m->iov[0].iov_base = (void *)db_res_value(f, 0, 1);
-	m->iov[0].iov_len = db_res_length(f, 0, 1);
-	m->iov[1].iov_base = (char *)db_res_value(f, 0, 2) + off;
-	m->iov[1].iov_len = raw_len - off;
-	m->bounces = db_res_value(f, 0, 4);
-	m->list = db_res_value(f, 0, 5);
-	out_msg_cache(o, m);
+	if ((m = out_msg_new(o, post_id, f)) != NULL)
+		*taken = 1;
 	return m;
 }
 
