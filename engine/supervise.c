@@ -157,7 +157,7 @@ engine_configure(struct engine *e, struct cli *c)
 	e->runner.batch = opt_int(c, "--batch", 32);
 	e->runner.retry_backoff = opt_int(c, "--stage-backoff", 1);
 	e->out.helo = e->intake.hostname;
-	e->out.connections = opt_int(c, "--out-connections", 2);
+	e->out.connections = opt_int(c, "--out-connections", 4);
 	e->out.lease = opt_int(c, "--lease", env_int("QUIRE_LEASE", 600));
 	e->out.retry_base = opt_int(c, "--retry-base",
 	    env_int("QUIRE_RETRY_BASE", 60));
