@@ -50,7 +50,8 @@ cli_domain(struct cli *c)
 		if ((db = cli_connect(c)) == NULL)
 			return 1;
 		rc = cli_run_sql(db, "SELECT mail_host, description, "
-		    "alias_domain FROM quire.domain ORDER BY mail_host", NULL, 1);
+		    "alias_domain FROM quire.domain ORDER BY mail_host", NULL,
+		    1);
 	} else
 		return cli_usage("domain add|list");
 	db_close(db);
@@ -166,7 +167,8 @@ cli_list(struct cli *c)
 	else if (cli_sub(c, "list"))
 		rc = cli_run_sql(db, "SELECT ls.fqdn_listname AS list,"
 		    " ls.display_name, (SELECT count(*) FROM quire.member m"
-		    "  WHERE m.list_id = ls.id AND m.role = 'member') AS members"
+		    "  WHERE m.list_id = ls.id AND m.role = 'member')"
+		    " AS members"
 		    " FROM quire.list_settings ls ORDER BY 1", NULL, 1);
 	else
 		rc = cli_usage("list create|delete|show|list|set");
@@ -251,7 +253,8 @@ cli_member_each(struct cli *c, struct db *db, const char *sql,
 		if (name != NULL)
 			db_param_text(&p, name);
 		if ((r = db_exec(db, sql, &p, DB_TEXT)) == NULL) {
-			fprintf(stderr, "quire: %s: %s\n", addr, db_error_brief(db));
+			fprintf(stderr, "quire: %s: %s\n", addr,
+			    db_error_brief(db));
 			failed++;
 			continue;
 		}

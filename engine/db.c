@@ -56,7 +56,7 @@ struct db {
 	char		 error[512];
 	char		 brief[512];
 	char		 sqlstate[6];
-	char		*channels[16];	/* LISTENed, for the notify mask */
+	char		*channels[16];	/* LISTENed: the notify mask */
 	int		 nchannels;
 	struct db_stmt {
 		unsigned	 hash;
@@ -72,7 +72,7 @@ struct db {
 	struct event	*ev_timer;	/* reconnect or commit timeout */
 	struct db_req	*head, *tail, *inflight;
 	PGresult	*pending;	/* result of the inflight request */
-	int		 sync_warning;	/* commit not confirmed by standby */
+	int		 sync_warning;	/* standby did not confirm */
 	int		 commit_timeout;
 	int		 backoff_ms;
 };
@@ -148,7 +148,9 @@ static void
 db_notice(void *arg, const PGresult *res)
 {
 	struct db	*db = arg;
-	const char	*msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	const char	*msg;
+
+	msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 
 	if (msg != NULL && strstr(msg, "synchronous replication") != NULL) {
 		db->sync_warning = 1;
@@ -329,7 +331,8 @@ db_prepared(struct db *db, const char *sql, const struct db_params *p,
 		return 0;
 	h = db_hash(sql);
 	for (i = 0; i < db->nstmts; i++)
-		if (db->stmts[i].hash == h && strcmp(db->stmts[i].sql, sql) == 0)
+		if (db->stmts[i].hash == h &&
+		    strcmp(db->stmts[i].sql, sql) == 0)
 			break;
 	snprintf(name, DB_STMT_NAME, "quire_%d", i);
 	if (i < db->nstmts)
@@ -402,7 +405,8 @@ db_pipeline_results(struct db *db, int n, PGresult **out)
 
 			if (!failed && st != PGRES_PIPELINE_ABORTED &&
 			    !db_result_ok(res)) {
-				db_set_error(db, PQresultErrorMessage(res), res);
+				db_set_error(db,
+				    PQresultErrorMessage(res), res);
 				failed = 1;
 			}
 			if (!failed && out[i] == NULL)

@@ -19,8 +19,9 @@
 #include "log.h"
 #include "msg_header.h"
 
-#define INTAKE_DEFER	"451 4.3.0 Temporary failure storing the message, " \
-			"try again later"
+#define INTAKE_DEFER \
+	"451 4.3.0 Temporary failure storing the message, " \
+	"try again later"
 
 static const char *const intake_subaddresses[] = {
 	"post", "bounces", "confirm", "join", "leave", "request", "owner", NULL
@@ -53,7 +54,7 @@ struct intake_accept_q {
 	struct intake	*in;
 	struct lmtp_txn	*txn;
 	size_t		 n;
-	size_t		*map;		/* array position -> recipient */
+	size_t		*map;		/* array index -> recipient */
 	char		*message_id;
 	size_t		 size;
 };

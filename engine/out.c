@@ -308,7 +308,8 @@ out_claim(struct out *o)
 	db_param_int(&fetch, cached, o->cache ? o->cache->post_id : 0);
 	if (db_exec_pipeline_each(o->db, 2, sql, params, DB_BINARY,
 	    res) == -1) {
-		log_warn("out_claim_failed", "reason=%s", log_q(db_error(o->db)));
+		log_warn("out_claim_failed", "reason=%s",
+		    log_q(db_error(o->db)));
 		free(b);
 		return NULL;
 	}

@@ -41,7 +41,7 @@ struct runner {
 	struct db	*db;
 	struct event	*ev_db;
 	struct event	*ev_due;
-	struct db_batch	*writes;	/* the batch's deferred statements */
+	struct db_batch	*writes;	/* deferred to the COMMIT */
 	unsigned	 dirty;
 	const char	*channels[STAGE_COUNT];
 	int		 channel_stage[STAGE_COUNT];
