@@ -16,6 +16,12 @@
  * that row alone (quire.queue_fail), which retries it later with backoff
  * and shunts it at the limit; the other rows are claimed again at once.
  *
+ * XXX A stage that kills the process (rather than failing) loses its
+ * transaction without counting an attempt, so a message that crashes a
+ * runner every time is claimed again for ever instead of reaching the
+ * shunt; counting needs an attempt recorded before the work, outside the
+ * stage's transaction.
+ *
  * Rows that must wait (a retry's not_before) wake the runner through one
  * timer set to the earliest of them; with nothing due there is no timer,
  * and an idle runner makes no system calls.  After every (re)connect the

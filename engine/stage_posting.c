@@ -5,7 +5,9 @@
  *
  * XXX The rest of Mailman's posting chain (approved, administrivia,
  * implicit destination, max recipients, header matches, bans, DMARC)
- * belongs to the rule-chain work; its seam is posting_decide().
+ * belongs to the rule-chain work; its seam is posting_decide().  XXX No
+ * notice goes out for a hold (admin_immed_notify, respond_to_post_requests)
+ * until Quire writes notices of its own.
  */
 #include <stdio.h>
 #include <string.h>
