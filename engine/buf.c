@@ -67,49 +67,52 @@ buf_free(struct buf *b)
 	b->len = b->cap = 0;
 }
 
-/* Length of the valid UTF-8 sequence at s, or 0. */
-static size_t
-utf8_seq(const unsigned char *s)
+/* Length of the well-formed UTF-8 sequence at s (n > 0 bytes there), or
+ * 0: overlongs, surrogates and values past U+10FFFF are refused. */
+size_t
+utf8_len(const unsigned char *s, size_t n)
 {
-	size_t	 n, i;
-	unsigned cp;
+	unsigned char	 lo = 0x80, hi = 0xbf;
+	size_t		 need, i;
 
 	if (s[0] < 0x80)
 		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		n = 2, cp = s[0] & 0x1f;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		n = 3, cp = s[0] & 0x0f;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		n = 4, cp = s[0] & 0x07;
-	else
+	if (s[0] < 0xc2)
 		return 0;
-	for (i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
+	if (s[0] < 0xe0) {
+		need = 2;
+	} else if (s[0] < 0xf0) {
+		need = 3;
+		lo = s[0] == 0xe0 ? 0xa0 : lo;
+		hi = s[0] == 0xed ? 0x9f : hi;
+	} else if (s[0] < 0xf5) {
+		need = 4;
+		lo = s[0] == 0xf0 ? 0x90 : lo;
+		hi = s[0] == 0xf4 ? 0x8f : hi;
+	} else {
+		return 0;
 	}
-	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 ||
-	    cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
+	if (n < need || s[1] < lo || s[1] > hi)
 		return 0;
-	return n;
+	for (i = 2; i < need; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return need;
 }
 
 void
 text_clean(char *s)
 {
 	unsigned char	*p = (unsigned char *)s;
-	size_t		 n;
+	size_t		 left = strlen(s), n;
 
 	while (*p) {
-		if (*p < 0x20 || *p == 0x7f) {
+		if (*p < 0x20 || *p == 0x7f || (n = utf8_len(p, left)) == 0) {
 			*p++ = '?';
-			continue;
-		}
-		if ((n = utf8_seq(p)) == 0) {
-			*p++ = '?';
+			left--;
 			continue;
 		}
 		p += n;
+		left -= n;
 	}
 }

@@ -19,6 +19,10 @@ int	buf_addf(struct buf *, const char *, ...)
 	    __attribute__((format(printf, 2, 3)));
 void	buf_free(struct buf *);
 
+/* Length of the well-formed UTF-8 sequence at s (n > 0 bytes there), or
+ * 0: overlongs, surrogates and values past U+10FFFF are refused. */
+size_t	utf8_len(const unsigned char *s, size_t n);
+
 /* Make s valid UTF-8 text without control bytes, in place: each byte of
  * an invalid sequence and each control byte becomes '?'.  PostgreSQL
  * refuses invalid UTF-8 in text columns, and headers carry anything. */

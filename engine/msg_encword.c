@@ -60,39 +60,6 @@ ew_finish(struct ew_out *o)
 	return o->b.p;
 }
 
-/* Length of the well-formed UTF-8 sequence at s (n > 0 bytes there), or
- * 0: overlongs, surrogates and values past U+10FFFF are refused. */
-static size_t
-ew_utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned char	 lo = 0x80, hi = 0xbf;
-	size_t		 need, i;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] < 0xc2)
-		return 0;
-	if (s[0] < 0xe0) {
-		need = 2;
-	} else if (s[0] < 0xf0) {
-		need = 3;
-		lo = s[0] == 0xe0 ? 0xa0 : lo;
-		hi = s[0] == 0xed ? 0x9f : hi;
-	} else if (s[0] < 0xf5) {
-		need = 4;
-		lo = s[0] == 0xf0 ? 0x90 : lo;
-		hi = s[0] == 0xf4 ? 0x8f : hi;
-	} else {
-		return 0;
-	}
-	if (n < need || s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i < need; i++)
-		if (s[i] < 0x80 || s[i] > 0xbf)
-			return 0;
-	return need;
-}
-
 /*
  * Append bytes that should be UTF-8, each byte of a malformed sequence
  * becoming U+FFFD.  Decoded text (`decoded') has NUL, CR and LF turned
@@ -115,7 +82,7 @@ ew_put_utf8(struct ew_out *b, const char *s, size_t n, int decoded)
 			i = j;
 			continue;
 		}
-		k = ew_utf8_len(u + i, n - i);
+		k = utf8_len(u + i, n - i);
 		if (k == 0) {
 			ew_put(b, ew_fffd, 3);
 			i++;
@@ -519,7 +486,7 @@ ew_chunk(const char *s, size_t n, int b, size_t room)
 	size_t	 i = 0, k, qlen = 0, cost;
 
 	while (i < n) {
-		k = ew_utf8_len((const unsigned char *)s + i, n - i);
+		k = utf8_len((const unsigned char *)s + i, n - i);
 		if (k == 0)
 			k = 1;	/* cannot happen on cleaned text */
 		if (b)
