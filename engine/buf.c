@@ -59,6 +59,20 @@ buf_addf(struct buf *b, const char *fmt, ...)
 	return 0;
 }
 
+int
+buf_add_element(struct buf *b, const char *s, int first)
+{
+	int	 rc = buf_adds(b, first ? "\"" : ",\"");
+
+	for (; *s != '\0' && rc == 0; s++) {
+		if (*s == '"' || *s == '\\')
+			rc = buf_add(b, "\\", 1);
+		if (rc == 0)
+			rc = buf_add(b, s, 1);
+	}
+	return rc == 0 ? buf_adds(b, "\"") : -1;
+}
+
 void
 buf_free(struct buf *b)
 {

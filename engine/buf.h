@@ -17,6 +17,9 @@ int	buf_add(struct buf *, const void *, size_t);
 int	buf_adds(struct buf *, const char *);
 int	buf_addf(struct buf *, const char *, ...)
 	    __attribute__((format(printf, 2, 3)));
+/* s as one element of a PostgreSQL array literal: double-quoted, with
+ * '"' and '\\' escaped; preceded by ',' unless it is the first. */
+int	buf_add_element(struct buf *, const char *s, int first);
 void	buf_free(struct buf *);
 
 /* Length of the well-formed UTF-8 sequence at s (n > 0 bytes there), or

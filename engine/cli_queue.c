@@ -45,7 +45,8 @@ cli_inject(struct cli *c)
 	struct db	*db;
 	struct buf	 raw = { 0 };
 	struct db_res	*r;
-	char		 ids[32], rcpt[600];
+	struct buf	 rcpt = { 0 };
+	char		 ids[32];
 
 	if (cli_no_options(c) || c->argc != 2)
 		return cli_usage("inject LIST FILE|- [--sender ADDRESS]");
@@ -71,17 +72,25 @@ cli_inject(struct cli *c)
 	}
 	snprintf(ids, sizeof(ids), "{%s}", db_res_value(r, 0, 0));
 	db_res_free(r);
-	snprintf(rcpt, sizeof(rcpt), "{\"%s\"}", c->argv[0]);
+	if (buf_adds(&rcpt, "{") == -1 ||
+	    buf_add_element(&rcpt, c->argv[0], 1) == -1 ||
+	    buf_adds(&rcpt, "}") == -1) {
+		fprintf(stderr, "quire: out of memory\n");
+		buf_free(&raw);
+		db_close(db);
+		return 1;
+	}
 	db_params_init(&p);
 	db_param_bytes(&p, raw.p, raw.len);
 	db_param_text(&p, sender);
 	db_param_text(&p, "inject");
-	db_param_text(&p, rcpt);
+	db_param_text(&p, rcpt.p);
 	db_param_text(&p, ids);
 	db_param_text(&p, "{post}");
 	r = db_exec(db, "SELECT post_id, duplicate FROM quire.accept($1, $2,"
 	    " $3, $4, $5, $6)", &p, DB_TEXT);
 	buf_free(&raw);
+	buf_free(&rcpt);
 	if (r == NULL) {
 		fprintf(stderr, "quire: %s\n", db_error_brief(db));
 		db_close(db);

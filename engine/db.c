@@ -104,6 +104,30 @@ db_param_bytes(struct db_params *p, const void *v, size_t len)
 	p->n++;
 }
 
+/* dst gets src with every value copied into bufs[i] (the caller frees
+ * them), so it outlives the caller's buffers.  0, or -1 when out of
+ * memory, with the copies made so far left in bufs. */
+static int
+db_params_copy(struct db_params *dst, char **bufs,
+    const struct db_params *src)
+{
+	*dst = *src;
+	for (int i = 0; i < src->n; i++) {
+		size_t len;
+
+		bufs[i] = NULL;
+		if (src->values[i] == NULL)
+			continue;
+		len = src->formats[i] ? (size_t)src->lengths[i] :
+		    strlen(src->values[i]) + 1;
+		if ((bufs[i] = malloc(len ? len : 1)) == NULL)
+			return -1;
+		memcpy(bufs[i], src->values[i], len);
+		dst->values[i] = bufs[i];
+	}
+	return 0;
+}
+
 void
 db_param_int(struct db_params *p, char buf[24], long long v)
 {
@@ -585,20 +609,8 @@ db_batch_add(struct db_batch *b, const char *sql, const struct db_params *p)
 		p = &empty;
 	if ((copies = calloc(p->n ? p->n : 1, sizeof(char *))) == NULL)
 		return -1;
-	b->params[b->n] = *p;
-	for (int i = 0; i < p->n; i++) {
-		size_t len;
-
-		if (p->values[i] == NULL)
-			continue;
-		len = p->formats[i] ? (size_t)p->lengths[i] :
-		    strlen(p->values[i]) + 1;
-		if ((copies[i] = malloc(len ? len : 1)) == NULL)
-			goto fail;
-		memcpy(copies[i], p->values[i], len);
-		b->params[b->n].values[i] = copies[i];
-	}
-	if ((b->sql[b->n] = strdup(sql)) == NULL)
+	if (db_params_copy(&b->params[b->n], copies, p) == -1 ||
+	    (b->sql[b->n] = strdup(sql)) == NULL)
 		goto fail;
 	b->bufs[b->n++] = copies;
 	return 0;
@@ -1148,22 +1160,8 @@ db_send(struct db *db, const char *sql, const struct db_params *p,
 	rq->result_format = result_format;
 	rq->cb = cb;
 	rq->arg = arg;
-	if (p != NULL) {
-		rq->params = *p;
-		for (int i = 0; i < p->n; i++) {
-			size_t len;
-
-			if (p->values[i] == NULL)
-				continue;
-			len = p->formats[i] ? (size_t)p->lengths[i] :
-			    strlen(p->values[i]) + 1;
-			rq->buf[i] = malloc(len ? len : 1);
-			if (rq->buf[i] == NULL)
-				abort();
-			memcpy(rq->buf[i], p->values[i], len);
-			rq->params.values[i] = rq->buf[i];
-		}
-	}
+	if (p != NULL && db_params_copy(&rq->params, rq->buf, p) == -1)
+		abort();
 	if (rq->sql == NULL)
 		abort();
 	if (db->tail)

@@ -216,13 +216,7 @@ intake_arrays(struct intake_accept_q *q, struct buf *rcpts, struct buf *ids,
 		long c = lmtp_txn_cookie(q->txn, q->map[i]);
 		const char *a = lmtp_txn_rcpt(q->txn, q->map[i]);
 
-		rc |= buf_adds(rcpts, i ? ",\"" : "\"");
-		for (; *a; a++) {
-			if (*a == '"' || *a == '\\')
-				rc |= buf_adds(rcpts, "\\");
-			rc |= buf_add(rcpts, a, 1);
-		}
-		rc |= buf_adds(rcpts, "\"");
+		rc |= buf_add_element(rcpts, a, i == 0);
 		rc |= buf_addf(ids, "%s%ld", i ? "," : "", cookie_list(c));
 		rc |= buf_addf(subs, "%s%s", i ? "," : "",
 		    intake_subaddresses[cookie_sub(c)]);

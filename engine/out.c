@@ -49,7 +49,6 @@ struct out_msg {
 };
 
 struct out_batch {
-	struct out_slot	*slot;
 	struct out_msg	*msg;
 	char		 token[37];
 	int		 n;
@@ -129,8 +128,14 @@ out_msg_cache(struct out *o, struct out_msg *m)
 	m->refs = 2;		/* the cache's and the caller's */
 }
 
-/* A message from a row of out_fetch_sql's shape (id, headers, raw,
- * body_offset, bounces, list), which it then owns. */
+/* What a message is made of, for a WHERE naming the post. */
+#define OUT_MSG_SELECT \
+    "SELECT p.id, p.headers, m.raw, p.body_offset, ls.bounces_address," \
+    "       ls.fqdn_listname" \
+    "  FROM quire.post p JOIN quire.message m ON m.id = p.message_id" \
+    "  JOIN quire.list_settings ls ON ls.id = p.list_id"
+
+/* A message from a row of OUT_MSG_SELECT, which it then owns. */
 static struct out_msg *
 out_msg_new(struct out *o, long long post_id, struct db_res *r)
 {
@@ -166,10 +171,7 @@ out_msg_fetch(struct out *o, long long post_id)
 
 	db_params_init(&p);
 	db_param_int(&p, id, post_id);
-	r = db_exec(o->db, "SELECT p.id, p.headers, m.raw, p.body_offset,"
-	    "       ls.bounces_address, ls.fqdn_listname"
-	    "  FROM quire.post p JOIN quire.message m ON m.id = p.message_id"
-	    "  JOIN quire.list_settings ls ON ls.id = p.list_id"
+	r = db_exec(o->db, OUT_MSG_SELECT
 	    " WHERE p.id = $1 AND p.headers IS NOT NULL", &p, DB_BINARY);
 	if (r == NULL || db_res_rows(r) != 1 ||
 	    (m = out_msg_new(o, post_id, r)) == NULL) {
@@ -275,11 +277,7 @@ static const char out_claim_sql[] =
     "SELECT id, post_id, email, verp::int"
     "  FROM quire.delivery_claim($1, $2, $3)";
 
-static const char out_fetch_sql[] =
-    "SELECT p.id, p.headers, m.raw, p.body_offset, ls.bounces_address,"
-    "       ls.fqdn_listname"
-    "  FROM quire.post p JOIN quire.message m ON m.id = p.message_id"
-    "  JOIN quire.list_settings ls ON ls.id = p.list_id"
+static const char out_fetch_sql[] = OUT_MSG_SELECT
     " WHERE p.id = (SELECT d.post_id FROM quire.delivery d"
     "                WHERE d.lease_token = $1 LIMIT 1)"
     "   AND p.id <> $2 AND p.headers IS NOT NULL";
@@ -356,13 +354,7 @@ out_array_text(struct buf *ids, struct buf *codes, struct buf *replies,
 		rc |= buf_addf(ids, "%s%lld", i ? "," : "", b->ids[i]);
 		rc |= buf_addf(codes, "%s%d", i ? "," : "",
 		    b->results[i].code);
-		rc |= buf_adds(replies, i ? ",\"" : "\"");
-		for (char *c = text; *c; c++) {
-			if (*c == '"' || *c == '\\')
-				rc |= buf_adds(replies, "\\");
-			rc |= buf_add(replies, c, 1);
-		}
-		rc |= buf_adds(replies, "\"");
+		rc |= buf_add_element(replies, text, i == 0);
 	}
 	rc |= buf_adds(ids, "}");
 	rc |= buf_adds(codes, "}");
@@ -479,7 +471,6 @@ out_start(struct out *o, struct out_slot *s)
 		out_release_unsendable(o, b);
 		return 0;
 	}
-	b->slot = s;
 	s->batch = b;
 	if (smtp_conn_send(s->conn, b->txns, b->ntxns, out_on_sent, s) == -1) {
 		log_error("smtp_send_failed", "post=%lld", b->msg->post_id);

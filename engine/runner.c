@@ -56,6 +56,15 @@ struct runner {
 
 static void	runner_drain(struct runner *);
 
+/* Mark dirty the stages whose channels (bits of mask) were notified. */
+static void
+runner_mark(struct runner *r, long mask)
+{
+	for (int i = 0; i < r->nchannels; i++)
+		if (mask & (1L << i))
+			r->dirty |= 1u << r->channel_stage[i];
+}
+
 static void
 runner_connect(struct runner *r)
 {
@@ -301,9 +310,7 @@ runner_on_db(evutil_socket_t fd, short what, void *arg)
 		runner_connect(r);
 		mask = 0;
 	}
-	for (int i = 0; i < r->nchannels; i++)
-		if (mask & (1L << i))
-			r->dirty |= 1u << r->channel_stage[i];
+	runner_mark(r, mask);
 	runner_drain(r);
 }
 
@@ -357,9 +364,7 @@ again:
 		}
 		if ((mask = db_notifications(r->db)) == -1)
 			continue;
-		for (int i = 0; i < r->nchannels; i++)
-			if (mask & (1L << i))
-				r->dirty |= 1u << r->channel_stage[i];
+		runner_mark(r, mask);
 	}
 	runner_watch(r);
 	runner_arm_timer(r);
@@ -371,9 +376,7 @@ again:
 		runner_connect(r);
 		goto again;
 	}
-	for (int i = 0; i < r->nchannels; i++)
-		if (mask & (1L << i))
-			r->dirty |= 1u << r->channel_stage[i];
+	runner_mark(r, mask);
 	if (r->dirty != 0)
 		goto again;
 }
