@@ -303,6 +303,27 @@ cli_archive(struct cli *c)
 	return rc;
 }
 
+/* The status screen: each part is one of the admin views, trimmed to
+ * what fits a terminal.  Every stage is listed, idle ones as zero, so a
+ * missing line never has to be read as "nothing waiting". */
+#define STATUS_STUCK_ROWS "10"
+#define STATUS_PROCESSES \
+    "SELECT host, pid, serves, connections, busy," \
+    " date_trunc('second', connected_since) AS connected_since" \
+    " FROM quire.processes ORDER BY host, serves, pid"
+#define STATUS_QUEUES \
+    "SELECT s.stage, coalesce(d.rows, 0) AS rows," \
+    " coalesce(d.due, 0) AS due," \
+    " date_trunc('second', d.oldest) AS oldest," \
+    " coalesce(d.most_attempts, 0) AS most_attempts" \
+    " FROM unnest(ARRAY['in', 'posting', 'decorate', 'archive', 'out'," \
+    " 'shunt']) WITH ORDINALITY AS s(stage, n)" \
+    " LEFT JOIN quire.queue_depth d USING (stage) ORDER BY s.n"
+#define STATUS_STUCK \
+    "SELECT what, stage, post_id, list," \
+    " date_trunc('second', now() - since) AS age, attempts," \
+    " left(why, 120) AS why FROM quire.stuck ORDER BY since LIMIT " STATUS_STUCK_ROWS
+
 int
 cli_status(struct cli *c)
 {
@@ -314,12 +335,13 @@ cli_status(struct cli *c)
 	if ((db = cli_connect(c)) == NULL)
 		return 1;
 	printf("processes\n");
-	rc |= cli_run_sql(db, "SELECT * FROM quire.processes", NULL, 1);
+	rc |= cli_run_sql(db, STATUS_PROCESSES, NULL, 1);
 	printf("\nqueues\n");
-	rc |= cli_run_sql(db, "SELECT * FROM quire.queue_depth ORDER BY 1",
-	    NULL, 1);
+	rc |= cli_run_sql(db, STATUS_QUEUES, NULL, 1);
 	printf("\ntotals\n");
 	rc |= cli_run_sql(db, "SELECT * FROM quire.totals", NULL, 1);
+	printf("\nstuck (oldest " STATUS_STUCK_ROWS ")\n");
+	rc |= cli_run_sql(db, STATUS_STUCK, NULL, 1);
 	db_close(db);
 	return rc;
 }

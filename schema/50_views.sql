@@ -76,13 +76,19 @@ CREATE VIEW quire.processes AS
 SELECT split_part(a.application_name, '/', 2) AS host,
        split_part(a.application_name, '/', 3) AS pid,
        split_part(a.application_name, '/', 4) AS serves,
-       a.client_addr, a.backend_start AS connected_since, a.state
+       count(*) AS connections,
+       count(*) FILTER (WHERE a.state <> 'idle') AS busy,
+       min(a.client_addr::text) AS client_addr,
+       min(a.backend_start) AS connected_since
   FROM pg_stat_activity a
- WHERE a.application_name LIKE 'quire/%';
+ WHERE a.application_name LIKE 'quire/%'
+   AND a.datname = current_database()
+ GROUP BY 1, 2, 3;
 COMMENT ON VIEW quire.processes IS
-    'live engine processes, from their connections: each names its '
-    'host, pid and stages in application_name, so nothing is written '
-    'to say it is alive';
+    'live engine processes of this database, from their connections: '
+    'each names its host, pid and stages in application_name, so '
+    'nothing is written to say it is alive; busy counts connections '
+    'inside a query or transaction';
 
 DROP VIEW IF EXISTS quire.totals CASCADE;
 CREATE VIEW quire.totals AS
@@ -99,3 +105,39 @@ SELECT (SELECT count(*) FROM quire.post WHERE status = 'held') AS held,
 COMMENT ON VIEW quire.totals IS
     'held and shunted posts, copies waiting, and relay answers in the '
     'last minute';
+
+DROP VIEW IF EXISTS quire.stuck CASCADE;
+CREATE VIEW quire.stuck AS
+SELECT 'shunted'::text AS what, q.failed_stage AS stage, q.post_id,
+       ls.fqdn_listname AS list, q.created_at AS since, q.attempts,
+       q.last_error AS why
+  FROM quire.queue q JOIN quire.post p ON p.id = q.post_id
+  JOIN quire.list_settings ls ON ls.id = p.list_id
+ WHERE q.stage = 'shunt'
+UNION ALL
+SELECT 'retrying', q.stage, q.post_id, ls.fqdn_listname, q.created_at,
+       q.attempts, q.last_error
+  FROM quire.queue q JOIN quire.post p ON p.id = q.post_id
+  JOIN quire.list_settings ls ON ls.id = p.list_id
+ WHERE q.stage <> 'shunt' AND q.attempts > 0
+UNION ALL
+SELECT 'held', 'posting', p.id, ls.fqdn_listname, p.created_at, 0,
+       p.reason
+  FROM quire.post p JOIN quire.list_settings ls ON ls.id = p.list_id
+ WHERE p.status = 'held'
+UNION ALL
+SELECT CASE WHEN d.state = 'leased' THEN 'lease expired'
+	    ELSE 'deferred' END, 'out', d.post_id, ls.fqdn_listname,
+       d.created_at, d.attempts,
+       d.email || ': ' || CASE WHEN d.state = 'leased'
+	   THEN 'leased by ' || d.leased_by
+	   ELSE concat_ws(' ', nullif(d.last_code, 0), d.last_reply) END
+  FROM quire.delivery d JOIN quire.post p ON p.id = d.post_id
+  JOIN quire.list_settings ls ON ls.id = p.list_id
+ WHERE (d.state = 'queued' AND d.attempts > 0)
+    OR (d.state = 'leased' AND d.lease_until < now());
+COMMENT ON VIEW quire.stuck IS
+    'everything that is not flowing, oldest first when ordered by since: '
+    'shunted and retrying stage rows with the error, held posts with the '
+    'reason, copies the relay deferred with its answer, and batches '
+    'whose lease ran out (their process died or lost the database)';

@@ -293,3 +293,53 @@ class CliTest(EngineTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class StatusTest(EngineTest):
+    """quire status: the processes of this database only, every stage,
+    and what is stuck with its reason."""
+    sink_args = ("--reply-rcpt", "slow=451")
+    engine_args = ("--retry-base", "600")
+
+    def test_one_screen(self):
+        self.make_list("bench@example.org", ["slow@example.com"])
+        self.start_engine()
+        post(self.engine, crlf(b"From: stranger@example.com\nSubject: "
+                               b"held\n\nbody\n"),
+             sender="stranger@example.com")
+        post(self.engine, crlf(b"From: slow@example.com\nSubject: "
+                               b"deferred\n\nbody\n"),
+             sender="slow@example.com")
+        wait_for("a deferred copy", lambda: self.db.scalar(
+            "SELECT count(*) FROM quire.delivery WHERE attempts = 1 "
+            "AND state = 'queued'") == "1")
+        out = quire(self.db, "status").stdout.decode()
+        parts = out.split("\n\n")
+        self.assertEqual([p.split("\n", 1)[0] for p in parts],
+                         ["processes", "queues", "totals",
+                          "stuck (oldest 10)"])
+        host = os.uname().nodename[:16]
+        procs = sorted((tuple(l.split("\t")[:5])
+                        for l in parts[0].splitlines()[2:]),
+                       key=lambda p: p[2])
+        pids = [p[1] for p in procs]
+        self.assertEqual([(p[0], p[2], p[3]) for p in procs], [
+            (host, "in,posting,decorate,archive", "1"),
+            (host, "lmtp", str(4)),
+            (host, "out", "1")])
+        self.assertEqual(len(set(pids)), 3)
+        queues = [l.split("\t") for l in parts[1].splitlines()[2:]]
+        self.assertEqual([(q[0], q[1], q[2]) for q in queues], [
+            ("in", "0", "0"), ("posting", "0", "0"),
+            ("decorate", "0", "0"), ("archive", "0", "0"),
+            ("out", "1", "0"), ("shunt", "0", "0")])
+        self.assertEqual(parts[2].splitlines()[1:],
+                         ["held\tshunted\tcopies_waiting\tsent_last_minute"
+                          "\tdeferred_last_minute", "1\t0\t1\t0\t1"])
+        stuck = [l.split("\t") for l in parts[3].splitlines()[2:]]
+        self.assertEqual([(s[0], s[1], s[3], s[5], s[6]) for s in stuck], [
+            ("held", "posting", "bench@example.org", "0",
+             "moderated by nonmember stranger@example.com"),
+            ("deferred", "out", "bench@example.org", "1",
+             "slow@example.com: 451 4.0.0 <slow@example.com>: scripted by "
+             "quire-sink")])
