@@ -35,10 +35,13 @@ TOOL_BIN    = $(TOOL_SRC:tools/%.c=$(BIN)/%)
 FUZZ_SRC    = $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN    = $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
 FUZZ_SECONDS ?= 60
+# Each fuzz target, built without libFuzzer, replays tests/fuzz/regress/
+# in make check (named test_* so tools/check runs it with the units).
+REPLAY_BIN  = $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/test_replay_%)
 
 .PHONY: all units tools check check-units run bench fuzz clean deps
 all: $(BIN)/quire $(TOOL_BIN)
-units: $(UNIT_BIN)
+units: $(UNIT_BIN) $(REPLAY_BIN)
 tools: $(TOOL_BIN)
 
 $(BUILD)/engine/%.o: engine/%.c engine/*.h
@@ -69,8 +72,15 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libquire.a
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libquire.a \
 	    $(LDLIBS) -lcmocka
 
-check-units: $(UNIT_BIN)
-	@tools/run-units $(UNIT_BIN)
+$(BUILD)/tests/test_replay_%: tests/fuzz/%.c tests/fuzz/replay.c \
+    $(BUILD)/libquire.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -DREGRESS_DIR='"$(CURDIR)/tests/fuzz/regress/$*"' \
+	    $(LDFLAGS) -o $@ $< tests/fuzz/replay.c $(BUILD)/libquire.a \
+	    $(LDLIBS)
+
+check-units: $(UNIT_BIN) $(REPLAY_BIN) $(REPLAY_BIN)
+	@tools/run-units $(UNIT_BIN) $(REPLAY_BIN)
 
 # The set-up first (packages), then the build, so that a fresh machine
 # needs nothing but these targets.
