@@ -508,6 +508,11 @@ out_arm_timer(struct out *o)
 
 static void	out_on_db(evutil_socket_t, short, void *);
 
+/* XXX Blocks the loop until the database is back: a batch whose relay
+ * answer is waiting unread stays leased meanwhile, and if the outage
+ * outlasts --lease the first claim afterwards takes it again and sends
+ * it a second time (delivery_lease_lost), beyond the one batch an
+ * unrecorded answer explains. */
 static void
 out_connect(struct out *o)
 {
