@@ -29,6 +29,16 @@
 #define DB_STMT_CACHE	64
 #define DB_STMT_NAME	24
 
+/* Waits between connection attempts: 100 ms, doubling to 1 s.  The cap
+ * is how long after a failover or a restart the engine may take to find
+ * the database again once it takes writes; the LMTP server answers 451
+ * until then, and an MTA that gets one may keep the message for its
+ * own retry schedule (minutes).  An attempt costs a server at most a
+ * backend start, so one a second per connection is cheap, and a
+ * healthy connection makes none. */
+#define DB_RETRY_FIRST_MS	100
+#define DB_RETRY_MAX_MS		1000
+
 enum db_state {
 	DB_DOWN,
 	DB_CONNECTING,
@@ -242,19 +252,25 @@ db_connect(const char *conninfo, const char *appname)
 	return db;
 }
 
+static int
+db_retry_next(int ms)
+{
+	return ms == 0 ? DB_RETRY_FIRST_MS :
+	    ms * 2 < DB_RETRY_MAX_MS ? ms * 2 : DB_RETRY_MAX_MS;
+}
+
 struct db *
 db_connect_retry(const char *conninfo, const char *appname,
     volatile int *stop)
 {
 	struct db	*db;
-	useconds_t	 wait = 100000;
+	int		 wait_ms = 0;
 
 	while ((db = db_connect(conninfo, appname)) == NULL) {
 		if (stop != NULL && *stop)
 			return NULL;
-		usleep(wait);
-		if (wait < 5000000)
-			wait *= 2;
+		wait_ms = db_retry_next(wait_ms);
+		usleep((useconds_t)wait_ms * 1000);
 	}
 	return db;
 }
@@ -886,10 +902,7 @@ db_async_drop(struct db *db, const char *reason)
 	log_warn("db_disconnected", "app=%s reason=%s", log_q(db->appname),
 	    log_q(db->error));
 	db_async_fail_all(db, db->error);
-	/* Reconnect with backoff: 100 ms doubling to 5 s. */
-	db->backoff_ms = db->backoff_ms ? db->backoff_ms * 2 : 100;
-	if (db->backoff_ms > 5000)
-		db->backoff_ms = 5000;
+	db->backoff_ms = db_retry_next(db->backoff_ms);
 	struct timeval tv = { db->backoff_ms / 1000,
 	    (db->backoff_ms % 1000) * 1000 };
 	evtimer_add(db->ev_timer, &tv);

@@ -26,7 +26,8 @@
  * timer set to the earliest of them; with nothing due there is no timer,
  * and an idle runner makes no system calls.  After every (re)connect the
  * runner LISTENs first and then scans every stage it serves, because
- * notifications sent while it was away are lost.
+ * notifications sent while it was away are lost (runner_scanned logs
+ * the rows that first round did).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,8 @@ struct runner {
 	struct event	*ev_due;
 	struct db_batch	*writes;	/* deferred to the COMMIT */
 	unsigned	 dirty;
+	int		 scanning;	/* first drain since connecting */
+	int		 scanned;	/* rows it has done */
 	const char	*channels[STAGE_COUNT];
 	int		 channel_stage[STAGE_COUNT];
 	int		 nchannels;
@@ -88,6 +91,8 @@ runner_connect(struct runner *r)
 		db_close(r->db);
 	}
 	r->dirty = r->cfg->stages;
+	r->scanning = 1;
+	r->scanned = 0;
 	log_info("runner_ready", "app=%s", log_q(r->cfg->appname));
 }
 
@@ -335,6 +340,13 @@ runner_watch(struct runner *r)
 	}
 }
 
+static void
+runner_count_scan(struct runner *r, int rows)
+{
+	if (r->scanning && rows > 0)
+		r->scanned += rows;
+}
+
 /* Work every dirty stage until it has nothing due.  Our own commits
  * notify the next stage, so the loop picks that up in its next round
  * without waiting for the event loop. */
@@ -342,10 +354,11 @@ static void
 runner_drain(struct runner *r)
 {
 	long	 mask;
-	int	 n;
+	int	 n, lost;
 
 again:
 	while (r->dirty != 0) {
+		lost = 0;
 		for (int s = 0; s < STAGE_COUNT; s++) {
 			if (!(r->dirty & (1u << s)))
 				continue;
@@ -354,13 +367,21 @@ again:
 			 * later arrive with their own notification. */
 			while ((n = runner_batch(r, s, r->cfg->batch)) ==
 			    r->cfg->batch)
-				;
+				runner_count_scan(r, n);
+			runner_count_scan(r, n);
 			if (n == -1) {
 				log_warn("runner_db_lost", "reason=%s",
 				    log_q(db_error(r->db)));
 				runner_connect(r);
+				lost = 1;
 				break;
 			}
+		}
+		/* The first round since connecting was the scan. */
+		if (r->scanning && !lost) {
+			log_info("runner_scanned", "app=%s rows=%d",
+			    log_q(r->cfg->appname), r->scanned);
+			r->scanning = 0;
 		}
 		if ((mask = db_notifications(r->db)) == -1)
 			continue;

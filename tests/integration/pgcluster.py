@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import free_port, wait_for
+from harness import Database, free_port, wait_for
 
 BINDIR = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1] \
     if glob.glob("/usr/lib/postgresql/*/bin") else ""
@@ -125,8 +125,12 @@ class PgCluster:
 
     def standby(self, conf=(), listen=("127.0.0.1",), slot=None):
         """A streaming standby of this server, copied by pg_basebackup;
-        not started."""
+        not started.  The copy's postgresql.conf is the primary's, so a
+        synchronous_standby_names set there is cleared unless `conf`
+        sets it again: promoted, the standby would otherwise wait for
+        ever on every commit for a standby of its own."""
         primary = self
+        conf = ["synchronous_standby_names = ''"] + list(conf)
 
         def copy(new):
             args = [os.path.join(BINDIR, "pg_basebackup"), "-D", new.data,
@@ -141,14 +145,25 @@ class PgCluster:
 
         return PgCluster(conf=conf, listen=listen, data_from=copy)
 
+    def database(self, name="quire", conninfo=None):
+        """A new database on this server, as a harness.Database (psql,
+        query, scalar; quire() and Engine take it).  `conninfo`, if
+        given, is how it is reached instead (a multi-host conninfo for
+        a primary and its standby)."""
+        self.createdb(name)
+        return ClusterDatabase(self, name, conninfo)
+
     def is_in_recovery(self):
         return self.psql("SELECT pg_is_in_recovery()").strip() == "t"
 
-    def wait_streaming(self, name="standby"):
+    def wait_streaming(self, name="standby", sync=False):
+        """Until the standby streams from this server (and, with sync,
+        is the synchronous one, so that a commit waits for it)."""
+        cond = " AND sync_state = 'sync'" if sync else ""
         wait_for("standby %s streaming" % name, lambda: self.psql(
             "SELECT count(*) FROM pg_stat_replication WHERE "
-            "application_name = '%s' AND state = 'streaming'" % name)
-            .strip() == "1")
+            "application_name = '%s' AND state = 'streaming'%s"
+            % (name, cond)).strip() == "1")
 
     def log_tail(self, n=40):
         try:
@@ -171,3 +186,12 @@ def wait_ready(cluster, timeout=60):
             return
         time.sleep(0.05)
     raise AssertionError("server did not come up:\n" + cluster.log_tail())
+
+
+class ClusterDatabase(Database):
+    """A database on a PgCluster, for what takes a harness.Database."""
+
+    def __init__(self, cluster, name, conninfo=None):
+        self.name = name
+        self.admin = cluster.tcp() + " dbname=postgres"
+        self.conninfo = conninfo or cluster.tcp() + " dbname=" + name
