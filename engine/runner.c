@@ -217,6 +217,7 @@ runner_batch(struct runner *r, int stage, int limit)
 	struct db_res	*rows;
 	struct stage_ctx ctx;
 	struct buf	 ids = { 0 }, nexts = { 0 };
+	struct runner_done { long long post; const char *next; } *done;
 	int		 n, i, rc = 0;
 
 	if ((rows = runner_claim(r, stage, limit)) == NULL)
@@ -224,6 +225,13 @@ runner_batch(struct runner *r, int stage, int limit)
 	if ((n = db_res_rows(rows)) == 0) {
 		db_res_free(rows);
 		return db_cmd(r->db, "COMMIT", NULL) == 0 ? 0 : -1;
+	}
+	if ((done = calloc(n, sizeof(*done))) == NULL) {
+		log_error("runner_out_of_memory", "stage=%s rows=%d",
+		    stage_defs[stage].name, n);
+		db_res_free(rows);
+		(void)db_cmd(r->db, "ROLLBACK", NULL);
+		return -1;
 	}
 	rc |= buf_adds(&ids, "{");
 	rc |= buf_adds(&nexts, "{");
@@ -233,15 +241,20 @@ runner_batch(struct runner *r, int stage, int limit)
 		rc |= buf_addf(&ids, "%s%lld", i ? "," : "", ctx.queue_id);
 		rc |= buf_addf(&nexts, "%s%s", i ? "," : "",
 		    ctx.next ? ctx.next : "NULL");
-		log_debug("stage_done", "stage=%s post=%lld next=%s",
-		    stage_defs[stage].name, ctx.post_id,
-		    ctx.next ? ctx.next : "-");
+		done[i].post = ctx.post_id;
+		done[i].next = ctx.next ? ctx.next : "-";
 	}
 	db_res_free(rows);
 	if (i == n && rc == 0)
 		rc = runner_commit(r, &ids, &nexts);
 	buf_free(&ids);
 	buf_free(&nexts);
+	/* Only once committed: a batch rolled back is done again, and a
+	 * line per row that took effect is what a reader counts on. */
+	for (int k = 0; i == n && rc == 0 && k < n; k++)
+		log_debug("stage_done", "stage=%s post=%lld next=%s",
+		    stage_defs[stage].name, done[k].post, done[k].next);
+	free(done);
 	if (i == n && rc == 0)
 		return n;
 	db_batch_reset(r->writes);
