@@ -244,7 +244,7 @@ db_connect(const char *conninfo, const char *appname)
 
 struct db *
 db_connect_retry(const char *conninfo, const char *appname,
-    volatile int *stop)
+    volatile sig_atomic_t *stop)
 {
 	struct db	*db;
 	useconds_t	 wait = 100000;

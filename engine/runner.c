@@ -27,10 +27,14 @@
  * and an idle runner makes no system calls.  After every (re)connect the
  * runner LISTENs first and then scans every stage it serves, because
  * notifications sent while it was away are lost.
+ *
+ * SIGTERM (stop.h) is looked at between transactions: the runner ends
+ * the one it is in, so a stop leaves no commit whose outcome is unknown.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -40,6 +44,7 @@
 #include "post.h"
 #include "runner.h"
 #include "stage.h"
+#include "stop.h"
 
 struct runner {
 	const struct runner_config *cfg;
@@ -75,7 +80,10 @@ runner_connect(struct runner *r)
 	db_close(r->db);
 	for (;;) {
 		r->db = db_connect_retry(r->cfg->conninfo, r->cfg->appname,
-		    NULL);
+		    &stop_requested);
+		/* Asked to stop with no connection: nothing is in flight. */
+		if (r->db == NULL)
+			_exit(0);
 		/* Each hop is redone safely if its commit is lost in a
 		 * crash, so it need not wait for the WAL flush (DESIGN,
 		 * queue rules); nothing this process commits is a promise
@@ -86,6 +94,8 @@ runner_connect(struct runner *r)
 		log_warn("runner_listen_failed", "reason=%s",
 		    log_q(db_error(r->db)));
 		db_close(r->db);
+		if (stop_requested)
+			_exit(0);
 	}
 	r->dirty = r->cfg->stages;
 	log_info("runner_ready", "app=%s", log_q(r->cfg->appname));
@@ -360,13 +370,15 @@ runner_drain(struct runner *r)
 again:
 	while (r->dirty != 0) {
 		for (int s = 0; s < STAGE_COUNT; s++) {
+			if (stop_requested)
+				return;
 			if (!(r->dirty & (1u << s)))
 				continue;
 			r->dirty &= ~(1u << s);
 			/* A short batch drained what was due; rows that come
 			 * later arrive with their own notification. */
 			while ((n = runner_batch(r, s, r->cfg->batch)) ==
-			    r->cfg->batch)
+			    r->cfg->batch && !stop_requested)
 				;
 			if (n == -1) {
 				log_warn("runner_db_lost", "reason=%s",
@@ -394,6 +406,14 @@ again:
 		goto again;
 }
 
+static void
+runner_on_stop(void *arg)
+{
+	struct runner	*r = arg;
+
+	event_base_loopbreak(r->base);
+}
+
 int
 runner_main(const struct runner_config *cfg)
 {
@@ -410,10 +430,11 @@ runner_main(const struct runner_config *cfg)
 	if ((r.base = event_base_new()) == NULL)
 		return -1;
 	r.ev_due = evtimer_new(r.base, runner_on_due, &r);
-	if ((r.writes = db_batch_new()) == NULL)
+	if ((r.writes = db_batch_new()) == NULL ||
+	    stop_watch(r.base, runner_on_stop, &r) == -1)
 		return -1;
 	runner_connect(&r);
 	runner_drain(&r);
 	event_base_dispatch(r.base);
-	return -1;
+	return stop_requested ? 0 : -1;
 }
