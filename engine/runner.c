@@ -22,6 +22,11 @@
  * shunt; counting needs an attempt recorded before the work, outside the
  * stage's transaction.
  *
+ * XXX Rows a runner on a lost host had claimed come back when the server
+ * ends its session (keepalives, tcp_user_timeout), but their rollback
+ * notifies no one: they wait for the next notification of their stage,
+ * so after the last post of a burst they wait for the next post.
+ *
  * Rows that must wait (a retry's not_before) wake the runner through one
  * timer set to the earliest of them; with nothing due there is no timer,
  * and an idle runner makes no system calls.  After every (re)connect the
