@@ -426,6 +426,7 @@ class PartitionTest(unittest.TestCase):
                 print("---- %s log (no debug lines) ----\n%s" % (
                     h.name, "\n".join(l for l in h.text().splitlines()
                                       if "level=debug" not in l)[-6000:]))
+            print("---- server log ----\n" + self.cluster.log_tail(60))
 
     def _failed(self):
         result = getattr(getattr(self, "_outcome", None), "result", None)
