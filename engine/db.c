@@ -6,6 +6,10 @@
  * expanded after Quire's defaults, so anything it names wins.  The
  * defaults keep a dead peer from holding a runner for long: TCP
  * keepalives after 10 s idle, probes every 5 s, and a connect timeout.
+ * Keepalives only run while nothing sent is unacknowledged, so a
+ * statement sent into a dead link would wait out the kernel's
+ * retransmissions (about 15 minutes); tcp_user_timeout ends that after
+ * 30 s.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -198,20 +202,20 @@ db_start(const char *conninfo, const char *appname, int async)
 {
 	const char *keys[] = {
 		"connect_timeout", "keepalives", "keepalives_idle",
-		"keepalives_interval", "keepalives_count", "dbname",
-		"application_name", NULL
+		"keepalives_interval", "keepalives_count", "tcp_user_timeout",
+		"dbname", "application_name", NULL
 	};
 	const char *vals[] = {
-		"5", "1", "10", "5", "3",
+		"5", "1", "10", "5", "3", "30000",
 		conninfo != NULL && *conninfo != '\0' ? conninfo : NULL,
 		appname, NULL
 	};
 
 	/* A NULL value ends the arrays early, so drop an empty dbname. */
-	if (vals[5] == NULL) {
-		keys[5] = "application_name";
-		vals[5] = appname;
-		keys[6] = NULL;
+	if (vals[6] == NULL) {
+		keys[6] = "application_name";
+		vals[6] = appname;
+		keys[7] = NULL;
 	}
 	if (async)
 		return PQconnectStartParams(keys, vals, 1);
@@ -261,7 +265,7 @@ db_retry_next(int ms)
 
 struct db *
 db_connect_retry(const char *conninfo, const char *appname,
-    volatile int *stop)
+    volatile sig_atomic_t *stop)
 {
 	struct db	*db;
 	int		 wait_ms = 0;

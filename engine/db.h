@@ -19,6 +19,7 @@
 #ifndef QUIRE_DB_H
 #define QUIRE_DB_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,7 +52,7 @@ void		 db_param_int(struct db_params *, char buf[24], long long);
 struct db	*db_connect(const char *conninfo, const char *appname);
 /* Retry db_connect with backoff until it succeeds or *stop is set. */
 struct db	*db_connect_retry(const char *conninfo, const char *appname,
-		    volatile int *stop);
+		    volatile sig_atomic_t *stop);
 void		 db_close(struct db *);
 int		 db_ok(struct db *);		/* connection usable */
 const char	*db_error(struct db *);		/* last error, one line */

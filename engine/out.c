@@ -19,7 +19,9 @@
  * re-sent: finished copies have left the delivery table.
  *
  * The process sleeps on LISTEN quire_out and on one timer for the
- * earliest retry or lease expiry.
+ * earliest retry or lease expiry.  On SIGTERM (stop.h) it claims no
+ * more and returns once the batches in flight are recorded, so a stop
+ * leaves no lease to run out.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +29,7 @@
 #include <sys/random.h>
 #include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -35,6 +38,7 @@
 #include "log.h"
 #include "out.h"
 #include "smtp.h"
+#include "stop.h"
 #include "verp.h"
 
 #define OUT_MAX_CONNS	16
@@ -525,7 +529,11 @@ out_connect(struct out *o)
 	db_close(o->db);
 	for (;;) {
 		o->db = db_connect_retry(o->cfg->conninfo, o->cfg->appname,
-		    NULL);
+		    &stop_requested);
+		/* Asked to stop with no database: what is in flight cannot
+		 * be recorded anyway, and its lease will run out. */
+		if (o->db == NULL)
+			_exit(0);
 		if (db_listen(o->db, chan, 1) == 0)
 			break;
 		db_close(o->db);
@@ -547,6 +555,13 @@ out_pump(struct out *o)
 	long	 mask;
 
 again:
+	if (stop_requested) {
+		for (int i = 0; i < o->nslots; i++)
+			if (o->slots[i].batch != NULL)
+				return;
+		event_base_loopbreak(o->base);
+		return;
+	}
 	idle = 0;
 	if (o->db == NULL || !db_ok(o->db)) {
 		/* Found closed by a send's callback, or by a read that
@@ -619,6 +634,12 @@ out_on_due(evutil_socket_t fd, short what, void *arg)
 	out_pump(arg);
 }
 
+static void
+out_on_stop(void *arg)
+{
+	out_pump(arg);
+}
+
 int
 out_main(const struct out_config *cfg)
 {
@@ -644,8 +665,10 @@ out_main(const struct out_config *cfg)
 	}
 	o.ev_due = evtimer_new(o.base, out_on_due, &o);
 	o.ev_pump = event_new(o.base, -1, 0, out_on_due, &o);
+	if (stop_watch(o.base, out_on_stop, &o) == -1)
+		return -1;
 	out_connect(&o);
 	out_pump(&o);
 	event_base_dispatch(o.base);
-	return -1;
+	return stop_requested ? 0 : -1;
 }

@@ -18,7 +18,8 @@ struct out_config {
 	int		 smtp_timeout;	/* seconds per reply */
 };
 
-/* Runs until killed; returns only on a fatal error. */
+/* Runs until SIGTERM (0, once the batches in flight are recorded) or a
+ * fatal error (-1). */
 int	out_main(const struct out_config *);
 
 #endif

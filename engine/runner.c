@@ -22,16 +22,25 @@
  * shunt; counting needs an attempt recorded before the work, outside the
  * stage's transaction.
  *
+ * XXX Rows a runner on a lost host had claimed come back when the server
+ * ends its session (keepalives, tcp_user_timeout), but their rollback
+ * notifies no one: they wait for the next notification of their stage,
+ * so after the last post of a burst they wait for the next post.
+ *
  * Rows that must wait (a retry's not_before) wake the runner through one
  * timer set to the earliest of them; with nothing due there is no timer,
  * and an idle runner makes no system calls.  After every (re)connect the
  * runner LISTENs first and then scans every stage it serves, because
  * notifications sent while it was away are lost (runner_scanned logs
  * the rows that first round did).
+ *
+ * SIGTERM (stop.h) is looked at between transactions: the runner ends
+ * the one it is in, so a stop leaves no commit whose outcome is unknown.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -41,6 +50,7 @@
 #include "post.h"
 #include "runner.h"
 #include "stage.h"
+#include "stop.h"
 
 struct runner {
 	const struct runner_config *cfg;
@@ -78,7 +88,10 @@ runner_connect(struct runner *r)
 	db_close(r->db);
 	for (;;) {
 		r->db = db_connect_retry(r->cfg->conninfo, r->cfg->appname,
-		    NULL);
+		    &stop_requested);
+		/* Asked to stop with no connection: nothing is in flight. */
+		if (r->db == NULL)
+			_exit(0);
 		/* Each hop is redone safely if its commit is lost in a
 		 * crash, so it need not wait for the WAL flush (DESIGN,
 		 * queue rules); nothing this process commits is a promise
@@ -89,6 +102,8 @@ runner_connect(struct runner *r)
 		log_warn("runner_listen_failed", "reason=%s",
 		    log_q(db_error(r->db)));
 		db_close(r->db);
+		if (stop_requested)
+			_exit(0);
 	}
 	r->dirty = r->cfg->stages;
 	r->scanning = 1;
@@ -222,6 +237,7 @@ runner_batch(struct runner *r, int stage, int limit)
 	struct db_res	*rows;
 	struct stage_ctx ctx;
 	struct buf	 ids = { 0 }, nexts = { 0 };
+	struct runner_done { long long post; const char *next; } *done;
 	int		 n, i, rc = 0;
 
 	if ((rows = runner_claim(r, stage, limit)) == NULL)
@@ -229,6 +245,13 @@ runner_batch(struct runner *r, int stage, int limit)
 	if ((n = db_res_rows(rows)) == 0) {
 		db_res_free(rows);
 		return db_cmd(r->db, "COMMIT", NULL) == 0 ? 0 : -1;
+	}
+	if ((done = calloc(n, sizeof(*done))) == NULL) {
+		log_error("runner_out_of_memory", "stage=%s rows=%d",
+		    stage_defs[stage].name, n);
+		db_res_free(rows);
+		(void)db_cmd(r->db, "ROLLBACK", NULL);
+		return -1;
 	}
 	rc |= buf_adds(&ids, "{");
 	rc |= buf_adds(&nexts, "{");
@@ -238,15 +261,20 @@ runner_batch(struct runner *r, int stage, int limit)
 		rc |= buf_addf(&ids, "%s%lld", i ? "," : "", ctx.queue_id);
 		rc |= buf_addf(&nexts, "%s%s", i ? "," : "",
 		    ctx.next ? ctx.next : "NULL");
-		log_debug("stage_done", "stage=%s post=%lld next=%s",
-		    stage_defs[stage].name, ctx.post_id,
-		    ctx.next ? ctx.next : "-");
+		done[i].post = ctx.post_id;
+		done[i].next = ctx.next ? ctx.next : "-";
 	}
 	db_res_free(rows);
 	if (i == n && rc == 0)
 		rc = runner_commit(r, &ids, &nexts);
 	buf_free(&ids);
 	buf_free(&nexts);
+	/* Only once committed: a batch rolled back is done again, and a
+	 * line per row that took effect is what a reader counts on. */
+	for (int k = 0; i == n && rc == 0 && k < n; k++)
+		log_debug("stage_done", "stage=%s post=%lld next=%s",
+		    stage_defs[stage].name, done[k].post, done[k].next);
+	free(done);
 	if (i == n && rc == 0)
 		return n;
 	db_batch_reset(r->writes);
@@ -360,13 +388,15 @@ again:
 	while (r->dirty != 0) {
 		lost = 0;
 		for (int s = 0; s < STAGE_COUNT; s++) {
+			if (stop_requested)
+				return;
 			if (!(r->dirty & (1u << s)))
 				continue;
 			r->dirty &= ~(1u << s);
 			/* A short batch drained what was due; rows that come
 			 * later arrive with their own notification. */
 			while ((n = runner_batch(r, s, r->cfg->batch)) ==
-			    r->cfg->batch)
+			    r->cfg->batch && !stop_requested)
 				runner_count_scan(r, n);
 			runner_count_scan(r, n);
 			if (n == -1) {
@@ -402,6 +432,14 @@ again:
 		goto again;
 }
 
+static void
+runner_on_stop(void *arg)
+{
+	struct runner	*r = arg;
+
+	event_base_loopbreak(r->base);
+}
+
 int
 runner_main(const struct runner_config *cfg)
 {
@@ -418,10 +456,11 @@ runner_main(const struct runner_config *cfg)
 	if ((r.base = event_base_new()) == NULL)
 		return -1;
 	r.ev_due = evtimer_new(r.base, runner_on_due, &r);
-	if ((r.writes = db_batch_new()) == NULL)
+	if ((r.writes = db_batch_new()) == NULL ||
+	    stop_watch(r.base, runner_on_stop, &r) == -1)
 		return -1;
 	runner_connect(&r);
 	runner_drain(&r);
 	event_base_dispatch(r.base);
-	return -1;
+	return stop_requested ? 0 : -1;
 }

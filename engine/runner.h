@@ -13,7 +13,7 @@ struct runner_config {
 	double		 retry_backoff;	/* seconds, doubled per failure */
 };
 
-/* Runs until killed; returns only on a fatal error. */
+/* Runs until SIGTERM (0, between transactions) or a fatal error (-1). */
 int	runner_main(const struct runner_config *);
 
 #endif

@@ -10,6 +10,12 @@
  * die, after a pause that grows while they keep dying young.  It waits
  * in sigwaitinfo(), so an idle engine makes no wake-ups here either.
  * A worker gets SIGTERM if the supervisor dies (PR_SET_PDEATHSIG).
+ *
+ * On SIGTERM the supervisor passes it on and waits: the runners stop
+ * between transactions and batches (stop.h).
+ * XXX The LMTP worker still ends at once; a conversation cut there is
+ * sent again by the MTA (a retry of a committed one is recognised), but
+ * it should stop accepting and finish the transactions it has.
  */
 #include <errno.h>
 #include <signal.h>

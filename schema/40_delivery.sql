@@ -14,6 +14,9 @@ BEGIN
 	SELECT d.post_id INTO pid FROM quire.delivery d
 	 WHERE d.state = 'queued' AND d.not_before <= now()
 	 ORDER BY d.not_before LIMIT 1 FOR UPDATE SKIP LOCKED;
+	-- XXX Expired leases are taken only when no queued copy is due, so
+	-- while the relay cannot keep up a lost runner's batch waits longer
+	-- than its lease.
 	IF pid IS NULL THEN
 		-- Copies whose runner died or lost its database mid-send.
 		SELECT d.post_id INTO pid FROM quire.delivery d

@@ -1,21 +1,26 @@
 /*
- * quire-sink: an SMTP sink on 127.0.0.1 for tests and for the benchmark's
- * ceiling beside Postfix's smtp-sink.
+ * quire-sink: an SMTP sink for tests and for the benchmark's ceiling
+ * beside Postfix's smtp-sink.
  *
- *   quire-sink [--port N] [--dir DIR] [--xverp] [--no-pipelining]
- *              [--reply-rcpt PATTERN=CODE]... [--reply-data PATTERN=CODE]...
- *              [--count-file F]
+ *   quire-sink [--listen ADDR] [--port N] [--dir DIR] [--xverp]
+ *              [--no-pipelining] [--reply-rcpt PATTERN=CODE]...
+ *              [--reply-data PATTERN=CODE]... [--count-file F]
+ *              [--delay-data SECONDS [--delay-count N]]
  *
- * --port 0 (the default) picks a port; "port=N" is printed once
- * listening.  With --dir every delivered copy becomes DIR/NNNNNN.eml (the
- * message as received, dot-unstuffed) and a line "seq, mail_from, rcpt,
- * file, size" in DIR/index.tsv, flushed before the 250 goes out; with
- * XVERP the sender recorded is the recipient's VERP address.  Without
- * --dir it only counts.  --reply-rcpt answers RCPTs whose local part
+ * --listen takes an IPv4 address (127.0.0.1 by default); --port 0 (the
+ * default) picks a port; "port=N" is printed once listening.  With --dir
+ * every delivered copy becomes DIR/NNNNNN.eml (the message as received,
+ * dot-unstuffed) and a line "seq, mail_from, rcpt, file, size" in
+ * DIR/index.tsv, flushed before the 250 goes out; with XVERP the sender
+ * recorded is the recipient's VERP address.  Without --dir it only
+ * counts.  --reply-rcpt answers RCPTs whose local part
  * starts with PATTERN with CODE; --reply-data does the same for the final
  * dot of a transaction holding such a recipient (SMTP has one reply
  * there).  A 421 closes the connection.  --count-file gets the totals on
- * SIGUSR1 and at exit; SIGTERM and SIGINT end it cleanly.
+ * SIGUSR1 and at exit; SIGTERM and SIGINT end it cleanly.  --delay-data
+ * holds the reply to the final dot (the copies are stored already) for
+ * SECONDS, for the first N transactions only with --delay-count: a relay
+ * that has taken a message but not yet said so.
  *
  * Speed comes from handling every complete line of a read before
  * replying, so a pipelined group gets its replies in one send written
@@ -65,6 +70,7 @@ struct sink_pattern {
 };
 
 struct sink_opts {
+	struct in_addr		 listen;
 	int			 port;
 	const char		*dir;
 	int			 xverp;
@@ -74,6 +80,8 @@ struct sink_opts {
 	struct sink_pattern	 data[32];
 	size_t			 ndata;
 	const char		*count_file;
+	int			 delay_data;	/* seconds, or 0 */
+	long			 delay_count;	/* 0: every transaction */
 };
 
 struct sink_counts {
@@ -93,6 +101,7 @@ struct sink {
 	struct sink_counts	 n;
 	FILE			*index;
 	unsigned long		 seq;
+	long			 delayed;	/* transactions held so far */
 	int			 keep_rcpts;
 	char			 ehlo[512];
 	struct sink_session	*sessions;
@@ -120,10 +129,12 @@ struct sink_session {
 	size_t			 msg_size;
 	struct evbuffer		*msg;		/* only with --dir */
 	struct evbuffer		*out;		/* replies not yet sent */
+	struct event		*delay;		/* holds out's replies */
 };
 
 static void	sink_session_free(struct sink_session *);
 static void	sink_flush(struct sink_session *);
+static void	sink_readcb(struct bufferevent *, void *);
 
 static void
 sink_enter(struct sink_session *s, enum sink_state state)
@@ -415,6 +426,39 @@ sink_store(struct sink_session *s)
 	return 0;
 }
 
+/* --delay-data: keep this reply, and stop reading, until the timer. */
+static void
+sink_hold(struct sink_session *s)
+{
+	struct sink *sink = s->sink;
+	struct timeval tv = { sink->opts.delay_data, 0 };
+
+	if (sink->opts.delay_data == 0 || (sink->opts.delay_count > 0 &&
+	    sink->delayed >= sink->opts.delay_count))
+		return;
+	sink->delayed++;
+	bufferevent_disable(s->bev, EV_READ);
+	evtimer_add(s->delay, &tv);
+}
+
+static int
+sink_holding(const struct sink_session *s)
+{
+	return evtimer_pending(s->delay, NULL);
+}
+
+/* The held reply goes out; what the client sent meanwhile is read. */
+static void
+sink_release(evutil_socket_t fd, short what, void *arg)
+{
+	struct sink_session *s = arg;
+
+	(void)fd;
+	(void)what;
+	bufferevent_enable(s->bev, EV_READ);
+	sink_readcb(s->bev, s);
+}
+
 static void
 sink_message_end(struct sink_session *s)
 {
@@ -439,6 +483,7 @@ sink_message_end(struct sink_session *s)
 		sink->n.deliveries += s->accepted;
 		sink->n.bytes += s->msg_size;
 		sink_reply(s, "250 2.0.0 Ok: queued as %lu\r\n", sink->seq);
+		sink_hold(s);
 	}
 	sink_txn_reset(s);
 }
@@ -526,6 +571,8 @@ sink_flush(struct sink_session *s)
 {
 	struct evbuffer *pending = bufferevent_get_output(s->bev);
 
+	if (sink_holding(s))
+		return;
 	if (evbuffer_get_length(pending) == 0 &&
 	    evbuffer_get_length(s->out) > 0 &&
 	    evbuffer_write(s->out, bufferevent_getfd(s->bev)) < 0 &&
@@ -550,7 +597,7 @@ sink_readcb(struct bufferevent *bev, void *arg)
 	char *p = (char *)evbuffer_pullup(in, -1);
 	long r;
 
-	while (off < len && s->state != SINK_CLOSING) {
+	while (off < len && s->state != SINK_CLOSING && !sink_holding(s)) {
 		if (s->state == SINK_DATA)
 			used = sink_data(s, p + off, len - off);
 		else if ((r = sink_commands(s, p + off, len - off)) < 0)
@@ -604,6 +651,8 @@ sink_session_free(struct sink_session *s)
 	if (s->next != NULL)
 		s->next->prev = s->prev;
 	bufferevent_free(s->bev);
+	if (s->delay != NULL)
+		event_free(s->delay);
 	if (s->msg != NULL)
 		evbuffer_free(s->msg);
 	evbuffer_free(s->out);
@@ -631,13 +680,16 @@ sink_accept(struct evconnlistener *l, evutil_socket_t fd,
 	s->sink = sink;
 	s->bev = bufferevent_socket_new(sink->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	s->out = evbuffer_new();
-	if (s->bev == NULL || s->out == NULL) {
+	s->delay = evtimer_new(sink->base, sink_release, s);
+	if (s->bev == NULL || s->out == NULL || s->delay == NULL) {
 		if (s->bev != NULL)
 			bufferevent_free(s->bev);
 		else
 			close(fd);
 		if (s->out != NULL)
 			evbuffer_free(s->out);
+		if (s->delay != NULL)
+			event_free(s->delay);
 		free(s);
 		return;
 	}
@@ -716,11 +768,11 @@ sink_signal(evutil_socket_t sig, short what, void *arg)
 static void
 sink_usage(void)
 {
-	fprintf(stderr, "usage: " SINK_NAME " [--port N] [--dir DIR] "
-	    "[--xverp] [--no-pipelining]\n"
-	    "       [--reply-rcpt PATTERN=CODE]... "
-	    "[--reply-data PATTERN=CODE]...\n"
-	    "       [--count-file FILE]\n");
+	fprintf(stderr, "usage: " SINK_NAME " [--listen ADDR] [--port N] "
+	    "[--dir DIR] [--xverp]\n"
+	    "       [--no-pipelining] [--reply-rcpt PATTERN=CODE]...\n"
+	    "       [--reply-data PATTERN=CODE]... [--count-file FILE]\n"
+	    "       [--delay-data SECONDS [--delay-count N]]\n");
 	exit(2);
 }
 
@@ -753,12 +805,16 @@ sink_parse_args(struct sink_opts *o, int argc, char **argv)
 		{ "reply-rcpt", required_argument, NULL, 'r' },
 		{ "reply-data", required_argument, NULL, 'D' },
 		{ "count-file", required_argument, NULL, 'c' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "delay-data", required_argument, NULL, 'w' },
+		{ "delay-count", required_argument, NULL, 'C' },
 		{ NULL, 0, NULL, 0 }
 	};
 	char *end;
 	int c;
 
 	o->pipelining = 1;
+	o->listen.s_addr = htonl(INADDR_LOOPBACK);
 	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
@@ -783,6 +839,21 @@ sink_parse_args(struct sink_opts *o, int argc, char **argv)
 			break;
 		case 'c':
 			o->count_file = optarg;
+			break;
+		case 'l':
+			if (inet_pton(AF_INET, optarg, &o->listen) != 1)
+				sink_usage();
+			break;
+		case 'w':
+			o->delay_data = (int)strtol(optarg, &end, 10);
+			if (*end != '\0' || o->delay_data < 0 ||
+			    o->delay_data > 3600)
+				sink_usage();
+			break;
+		case 'C':
+			o->delay_count = strtol(optarg, &end, 10);
+			if (*end != '\0' || o->delay_count < 0)
+				sink_usage();
 			break;
 		default:
 			sink_usage();
@@ -830,7 +901,7 @@ sink_listen(struct sink *sink)
 
 	memset(&sin, 0, sizeof(sin));
 	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_addr = sink->opts.listen;
 	sin.sin_port = htons((unsigned short)sink->opts.port);
 	sink->listener = evconnlistener_new_bind(sink->base, sink_accept,
 	    sink, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
@@ -898,8 +969,9 @@ main(int argc, char **argv)
 	evsignal_add(sink.sig_int, NULL);
 	evsignal_add(sink.sig_usr1, NULL);
 	if (sink_listen(&sink) < 0) {
-		fprintf(stderr, SINK_NAME ": listen on 127.0.0.1:%d: %s\n",
-		    sink.opts.port, strerror(errno));
+		fprintf(stderr, SINK_NAME ": listen on %s:%d: %s\n",
+		    inet_ntoa(sink.opts.listen), sink.opts.port,
+		    strerror(errno));
 		return 1;
 	}
 	event_base_dispatch(sink.base);
