@@ -331,6 +331,11 @@ out_claim(struct out *o)
 		b->rcpts[i] = strdup(db_res_value(res[0], i, 2));
 	}
 	b->verp = db_res_int(res[0], 0, 3) == 1;
+	/* With the token on the batch's record line, this tells which
+	 * batches a dead worker left in flight: the ones sent again when
+	 * their lease runs out. */
+	log_info("delivery_leased", "post=%lld token=%s rcpts=%d",
+	    db_res_int(res[0], 0, 1), b->token, n);
 	b->msg = out_msg_from_fetch(o, db_res_int(res[0], 0, 1), res[1],
 	    &taken);
 	if (b->msg == NULL)
@@ -394,13 +399,14 @@ out_record(struct out *o, struct out_batch *b)
 	}
 	if (r == NULL) {
 		/* The lease runs out and the batch is sent again. */
-		log_error("delivery_unrecorded", "post=%lld rcpts=%d reason=%s",
-		    b->msg->post_id, b->n, log_q(db_error(o->db)));
+		log_error("delivery_unrecorded", "post=%lld token=%s rcpts=%d "
+		    "reason=%s", b->msg->post_id, b->token, b->n,
+		    log_q(db_error(o->db)));
 	} else {
-		log_info("delivery_batch", "post=%lld list=%s rcpts=%d "
+		log_info("delivery_batch", "post=%lld token=%s list=%s rcpts=%d "
 		    "txns=%zu verp=%d sent=%s deferred=%s bounced=%s "
 		    "expired=%s stale=%s code=%d reply=%s ms=%.1f",
-		    b->msg->post_id,
+		    b->msg->post_id, b->token,
 		    b->msg->list, b->n, b->ntxns, b->verp,
 		    db_res_value(r, 0, 0), db_res_value(r, 0, 1),
 		    db_res_value(r, 0, 2), db_res_value(r, 0, 3),
@@ -434,9 +440,9 @@ out_on_sent(void *arg, struct smtp_txn *txns, size_t ntxns)
 	if (o->db != NULL)
 		out_record(o, b);
 	else
-		log_error("delivery_unrecorded", "post=%lld rcpts=%d "
+		log_error("delivery_unrecorded", "post=%lld token=%s rcpts=%d "
 		    "reason=\"database connection lost\"", b->msg->post_id,
-		    b->n);
+		    b->token, b->n);
 	out_batch_free(o, b);
 	out_pump(o);
 }
@@ -479,7 +485,8 @@ out_start(struct out *o, struct out_slot *s)
 	}
 	s->batch = b;
 	if (smtp_conn_send(s->conn, b->txns, b->ntxns, out_on_sent, s) == -1) {
-		log_error("smtp_send_failed", "post=%lld", b->msg->post_id);
+		log_error("smtp_send_failed", "post=%lld token=%s",
+		    b->msg->post_id, b->token);
 		s->batch = NULL;
 		out_batch_free(o, b);
 		return 0;

@@ -7,7 +7,9 @@
  * its own database connection; none depends on another being alive.
  *
  * The supervisor only starts workers and starts them again when they
- * die, after a pause that grows while they keep dying young.  It waits
+ * die, after a pause that grows while they keep dying young, up to
+ * --restart-max seconds (0: at once, for tests that kill workers on
+ * purpose and would otherwise wait half a minute a kill).  It waits
  * in sigwaitinfo(), so an idle engine makes no wake-ups here either.
  * A worker gets SIGTERM if the supervisor dies (PR_SET_PDEATHSIG).
  *
@@ -56,6 +58,7 @@ struct engine {
 	pid_t			 pid[WORKER_KINDS];
 	time_t			 started[WORKER_KINDS];
 	int			 pause[WORKER_KINDS];	/* seconds */
+	int			 pause_max;
 	char			 host[64];
 	char			 appname[WORKER_KINDS][96];
 	char			 stages[128];
@@ -170,6 +173,12 @@ engine_configure(struct engine *e, struct cli *c)
 	e->out.retry_max = opt_int(c, "--retry-max", 3600);
 	e->out.give_up = opt_int(c, "--give-up", 5 * 24 * 3600);
 	e->out.smtp_timeout = opt_int(c, "--smtp-timeout", 60);
+	e->pause_max = opt_int(c, "--restart-max", 30);
+	if (e->pause_max < 0) {
+		fprintf(stderr, "quire: --restart-max takes seconds, 0 or "
+		    "more\n");
+		return -1;
+	}
 	return cli_no_options(c);
 }
 
@@ -249,8 +258,8 @@ engine_reap(struct engine *e)
 				e->pause[k] = e->pause[k] ? e->pause[k] * 2 : 1;
 			else
 				e->pause[k] = 0;
-			if (e->pause[k] > 30)
-				e->pause[k] = 30;
+			if (e->pause[k] > e->pause_max)
+				e->pause[k] = e->pause_max;
 			if (WIFEXITED(status) &&
 			    WEXITSTATUS(status) == WORKER_EXIT_FATAL) {
 				log_error("worker_failed", "worker=%s "
