@@ -321,6 +321,7 @@ intake_main(const struct intake_config *cfg)
 	lc.max_size = cfg->max_size;
 	lc.max_rcpts = cfg->max_rcpts;
 	lc.max_clients = cfg->max_clients;
+	lc.max_buffered = cfg->max_buffered;
 	lc.idle_timeout = cfg->idle_timeout;
 	lc.data_timeout = cfg->data_timeout;
 	if ((srv = lmtp_server_new(base, &lc, &cb, &in)) == NULL) {
