@@ -237,6 +237,9 @@ intake_send_accept(struct intake *in, struct intake_accept_q *q,
 		intake_on_accept(q, NULL, "out of memory");
 		goto out;
 	}
+	/* XXX libpq copies the message into its output buffer, which grows
+	 * by doubling and never shrinks: each of the db_connections keeps
+	 * up to twice the largest message it sent, outside max_buffered. */
 	db_params_init(&p);
 	db_param_bytes(&p, data, len);
 	db_param_text(&p, lmtp_txn_mail_from(q->txn));
