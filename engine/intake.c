@@ -6,6 +6,7 @@
  * or slow gets the MTA a 451 and it retries later; a retry of a message
  * that did commit is recognised by quire.accept and not posted twice.
  */
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,6 +237,9 @@ intake_send_accept(struct intake *in, struct intake_accept_q *q,
 		intake_on_accept(q, NULL, "out of memory");
 		goto out;
 	}
+	/* XXX libpq copies the message into its output buffer, which grows
+	 * by doubling and never shrinks: each of the db_connections keeps
+	 * up to twice the largest message it sent, outside max_buffered. */
 	db_params_init(&p);
 	db_param_bytes(&p, data, len);
 	db_param_text(&p, lmtp_txn_mail_from(q->txn));
@@ -294,6 +298,41 @@ intake_data(void *arg, struct lmtp_txn *txn)
 	intake_send_accept(in, q, data, len);
 }
 
+/* Descriptors besides the clients': stdio, the listener, the event
+ * loop's own, and the one accept() takes to say 421 to a refused client. */
+#define INTAKE_SPARE_FDS	32
+
+/*
+ * Every client is a descriptor.  A soft limit below what max_clients
+ * needs (1024 is common) would make accept() fail with EMFILE and leave
+ * clients queued unanswered, so raise it as far as the hard limit goes,
+ * and fit max_clients to what is left, so that the clients past it get
+ * their 421 at once.
+ */
+static size_t
+intake_fit_clients(size_t max_clients, int ndb)
+{
+	rlim_t		 need = (rlim_t)max_clients + (rlim_t)ndb +
+			    INTAKE_SPARE_FDS, spare = need - max_clients;
+	struct rlimit	 rl;
+	size_t		 fit;
+
+	if (max_clients == 0 || getrlimit(RLIMIT_NOFILE, &rl) != 0 ||
+	    rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+		return max_clients;
+	rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ?
+	    rl.rlim_max : need;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		(void)getrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_cur >= need)
+		return max_clients;
+	fit = rl.rlim_cur > spare + 1 ? (size_t)(rl.rlim_cur - spare) : 1;
+	log_warn("lmtp_limit", "limit=open_files open_files=%llu "
+	    "max_clients=%zu wanted=%zu", (unsigned long long)rl.rlim_cur,
+	    fit, max_clients);
+	return fit;
+}
+
 int
 intake_main(const struct intake_config *cfg)
 {
@@ -320,7 +359,8 @@ intake_main(const struct intake_config *cfg)
 	lc.hostname = cfg->hostname;
 	lc.max_size = cfg->max_size;
 	lc.max_rcpts = cfg->max_rcpts;
-	lc.max_clients = cfg->max_clients;
+	lc.max_clients = intake_fit_clients(cfg->max_clients, in.ndb);
+	lc.max_buffered = cfg->max_buffered;
 	lc.idle_timeout = cfg->idle_timeout;
 	lc.data_timeout = cfg->data_timeout;
 	if ((srv = lmtp_server_new(base, &lc, &cb, &in)) == NULL) {

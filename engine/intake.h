@@ -15,6 +15,7 @@ struct intake_config {
 	size_t		 max_size;	/* octets */
 	size_t		 max_rcpts;
 	size_t		 max_clients;
+	size_t		 max_buffered;	/* octets of all messages; 0: 4x */
 	int		 idle_timeout;
 	int		 data_timeout;
 	int		 commit_timeout;

@@ -10,8 +10,9 @@
  *
  * Limits are enforced here, before anything reaches the owner: line length
  * (RFC 5321: 1000 octets with CRLF for commands, and the same for header
- * lines of the message), message size, recipients per transaction, idle
- * and DATA timeouts, and the number of clients.
+ * lines of the message), message size, the bytes of all messages being
+ * received, recipients per transaction, idle and DATA timeouts, and the
+ * number of clients.
  *
  * The owner's callbacks run from the event loop; an answer may be given
  * inside the callback or any time later.  The process must ignore SIGPIPE
@@ -19,7 +20,8 @@
  *
  * Memory per connection is bounded by about 50 KiB of buffers and state,
  * plus max_size (the message), plus max_rcpts * 2 KiB (addresses and
- * replies); see lmtp_server.c.  The session core below is what the server
+ * replies), and the messages of all connections together by max_buffered;
+ * see lmtp_server.c.  The session core below is what the server
  * drives; it has no socket and no event base, so tests and the fuzzer run
  * it on plain buffers.
  */
@@ -41,6 +43,11 @@ struct lmtp_config {
 	size_t		 max_size;	/* octets; advertised as SIZE; 10 MiB */
 	size_t		 max_rcpts;	/* per transaction; 1000 */
 	size_t		 max_clients;	/* 100 */
+	size_t		 max_buffered;	/* message octets all clients hold
+					 * at once; 4 * max_size, and never
+					 * below max_size.  Past it a message
+					 * is read, dropped and answered
+					 * 452 4.3.1 */
 	int		 idle_timeout;	/* seconds between commands; 300 */
 	int		 data_timeout;	/* seconds between DATA reads; 600 */
 };

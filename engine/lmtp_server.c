@@ -22,11 +22,14 @@
  *			replies of one command: max_rcpts * LMTP_REPLY_MAX
  *			after DATA
  *   message		max_size (stored unstuffed; past it nothing more is
- *			stored, and the rest is read and dropped)
+ *			stored, and the rest is read and dropped), and all
+ *			messages together at most max_buffered: the pool
+ *			below, shared by the server's sessions
  *   recipients		max_rcpts * (LMTP_LINE_MAX + LMTP_REPLY_MAX)
  *   fixed		the session, the bufferevent and an event: ~2 KiB
- * which is about 50 KiB + max_size + max_rcpts * 2 KiB.  A command line
- * is never buffered past LMTP_LINE_MAX: a longer one is answered and
+ * which is about 50 KiB + max_size + max_rcpts * 2 KiB, and for a server
+ * max_clients * (50 KiB + max_rcpts * 2 KiB) + max_buffered.  A command
+ * line is never buffered past LMTP_LINE_MAX: a longer one is answered and
  * drained as it comes.
  */
 #include <sys/types.h>
@@ -66,6 +69,7 @@
 #define LMTP_DEF_CLIENTS 100
 #define LMTP_DEF_IDLE	300
 #define LMTP_DEF_DATA	600
+#define LMTP_DEF_BUFFERED(max_size)	(4 * (max_size))
 
 enum lmtp_state {
 	LMTP_S_INIT,			/* greeted, no LHLO yet */
@@ -97,6 +101,19 @@ enum lmtp_dot {
 	LMTP_DOT_CR			/* after a CR inside a line */
 };
 
+/*
+ * The message bytes every session of a server holds at once, counted by
+ * the capacity of their buffers.  Without it max_clients clients each
+ * sending max_size would need max_clients * max_size.  Transactions hold
+ * a reference, since the owner may keep one after its session and even
+ * its server are gone.
+ */
+struct lmtp_pool {
+	size_t		 used;
+	size_t		 max;
+	size_t		 refs;
+};
+
 struct lmtp_rcpt {
 	char		*addr;
 	char		*reply;		/* the owner's, after DATA */
@@ -115,7 +132,8 @@ struct lmtp_txn {
 	int		 rcpt_limit_logged;
 	char		*data;		/* the message, unstuffed */
 	size_t		 len;
-	size_t		 data_cap;
+	size_t		 data_cap;	/* counted in pool */
+	struct lmtp_pool *pool;
 };
 
 struct lmtp_reader {
@@ -128,6 +146,7 @@ struct lmtp_reader {
 	int		 too_big;
 	int		 bad_header;
 	int		 no_memory;
+	int		 over_budget;	/* the pool is full */
 };
 
 struct lmtp_session {
@@ -142,6 +161,7 @@ struct lmtp_session {
 	struct evbuffer	*out;
 	struct lmtp_txn	*txn;
 	struct lmtp_reader rd;
+	struct lmtp_pool *pool;
 	int		 skip_line;	/* draining an overlong command */
 	int		 in_owner;	/* inside an owner callback */
 	unsigned	 errors;
@@ -168,8 +188,12 @@ lmtp_config_fill(struct lmtp_config *cfg)
 		cfg->hostname = "localhost";
 	if (cfg->max_size == 0)
 		cfg->max_size = LMTP_DEF_SIZE;
-	if (cfg->max_size > SIZE_MAX / 2)
-		cfg->max_size = SIZE_MAX / 2;
+	if (cfg->max_size > SIZE_MAX / 8)
+		cfg->max_size = SIZE_MAX / 8;
+	if (cfg->max_buffered == 0)
+		cfg->max_buffered = LMTP_DEF_BUFFERED(cfg->max_size);
+	if (cfg->max_buffered < cfg->max_size)
+		cfg->max_buffered = cfg->max_size;
 	if (cfg->max_rcpts == 0)
 		cfg->max_rcpts = LMTP_DEF_RCPTS;
 	if (cfg->max_clients == 0)
@@ -178,6 +202,34 @@ lmtp_config_fill(struct lmtp_config *cfg)
 		cfg->idle_timeout = LMTP_DEF_IDLE;
 	if (cfg->data_timeout <= 0)
 		cfg->data_timeout = LMTP_DEF_DATA;
+}
+
+/* The message pool. */
+
+static struct lmtp_pool *
+lmtp_pool_new(size_t max)
+{
+	struct lmtp_pool *p = calloc(1, sizeof(*p));
+
+	if (p != NULL) {
+		p->max = max;
+		p->refs = 1;
+	}
+	return p;
+}
+
+static struct lmtp_pool *
+lmtp_pool_ref(struct lmtp_pool *p)
+{
+	p->refs++;
+	return p;
+}
+
+static void
+lmtp_pool_unref(struct lmtp_pool *p)
+{
+	if (p != NULL && --p->refs == 0)
+		free(p);
 }
 
 /* Transactions. */
@@ -194,6 +246,8 @@ lmtp_strndup(const char *p, size_t n)
 	return s;
 }
 
+static void	lmtp_txn_data_discard(struct lmtp_txn *);
+
 static struct lmtp_txn *
 lmtp_txn_new(struct lmtp_session *s, const char *from, size_t len)
 {
@@ -206,6 +260,7 @@ lmtp_txn_new(struct lmtp_session *s, const char *from, size_t len)
 		return NULL;
 	}
 	t->sess = s;
+	t->pool = lmtp_pool_ref(s->pool);
 	t->id = s->id;
 	memcpy(t->peer, s->peer, sizeof(t->peer));
 	return t;
@@ -222,7 +277,8 @@ lmtp_txn_free(struct lmtp_txn *t)
 	}
 	free(t->rcpt);
 	free(t->mail_from);
-	free(t->data);
+	lmtp_txn_data_discard(t);
+	lmtp_pool_unref(t->pool);
 	free(t);
 }
 
@@ -249,6 +305,7 @@ lmtp_txn_add_rcpt(struct lmtp_txn *t, const char *addr, size_t len)
 static void
 lmtp_txn_data_discard(struct lmtp_txn *t)
 {
+	t->pool->used -= t->data_cap;
 	free(t->data);
 	t->data = NULL;
 	t->len = t->data_cap = 0;
@@ -762,9 +819,12 @@ lmtp_header_scan(struct lmtp_reader *r, const char *p, size_t n)
 	}
 }
 
+/* 1 when need octets fit, 0 when out of memory, -1 when the pool has
+ * no room for them. */
 static int
 lmtp_data_grow(struct lmtp_txn *t, size_t need, size_t max)
 {
+	struct lmtp_pool *pool = t->pool;
 	size_t cap;
 	char *p;
 
@@ -775,8 +835,11 @@ lmtp_data_grow(struct lmtp_txn *t, size_t need, size_t max)
 		cap = LMTP_DATA_CHUNK < max ? LMTP_DATA_CHUNK : max;
 	if (cap < need)
 		cap = need;
+	if (cap - t->data_cap > pool->max - pool->used)
+		return -1;
 	if ((p = realloc(t->data, cap)) == NULL)
 		return 0;
+	pool->used += cap - t->data_cap;
 	t->data = p;
 	t->data_cap = cap;
 	return 1;
@@ -798,9 +861,22 @@ lmtp_data_put(struct lmtp_session *s, const char *p, size_t n)
 	if (r->seen > s->cfg.max_size)
 		r->too_big = 1;
 	if (!r->too_big && !r->bad_header && !r->no_memory &&
-	    !lmtp_data_grow(t, t->len + n, s->cfg.max_size))
-		r->no_memory = 1;
-	if (r->too_big || r->bad_header || r->no_memory) {
+	    !r->over_budget) {
+		switch (lmtp_data_grow(t, t->len + n, s->cfg.max_size)) {
+		case 0:
+			r->no_memory = 1;
+			break;
+		case -1:
+			/* Logged now: the client may never reach the end. */
+			log_info("lmtp_limit", "session=%lu peer=%s "
+			    "limit=buffered size=%zu buffered=%zu max=%zu",
+			    s->id, s->peer, r->seen, s->pool->used,
+			    s->pool->max);
+			r->over_budget = 1;
+			break;
+		}
+	}
+	if (r->too_big || r->bad_header || r->no_memory || r->over_budget) {
 		lmtp_txn_data_discard(t);
 		return;
 	}
@@ -888,7 +964,9 @@ lmtp_data_end(struct lmtp_session *s)
 		log_error("lmtp_memory", "session=%lu size=%zu", s->id,
 		    r->seen);
 		refusal = "452 4.3.1 Insufficient system storage";
-	}
+	} else if (r->over_budget)
+		refusal = "452 4.3.1 Insufficient system storage, try again "
+		    "later";
 	if (refusal != NULL) {
 		lmtp_reply_all(s, refusal);
 		lmtp_enter(s, LMTP_S_READY);
@@ -928,21 +1006,25 @@ lmtp_data_read(struct lmtp_session *s, struct evbuffer *in)
 
 /* The session core's interface. */
 
-struct lmtp_session *
-lmtp_session_new(const struct lmtp_config *cfg,
+/* pool: the server's, or NULL for one of the session's own. */
+static struct lmtp_session *
+lmtp_session_create(const struct lmtp_config *cfg,
     const struct lmtp_callbacks *cb, void *arg, unsigned long id,
-    const char *peer)
+    const char *peer, struct lmtp_pool *pool)
 {
 	struct lmtp_session *s = calloc(1, sizeof(*s));
 
 	if (s == NULL)
 		return NULL;
-	if ((s->out = evbuffer_new()) == NULL) {
+	s->cfg = *cfg;
+	lmtp_config_fill(&s->cfg);
+	s->pool = pool != NULL ? lmtp_pool_ref(pool) :
+	    lmtp_pool_new(s->cfg.max_buffered);
+	if (s->pool == NULL || (s->out = evbuffer_new()) == NULL) {
+		lmtp_pool_unref(s->pool);
 		free(s);
 		return NULL;
 	}
-	s->cfg = *cfg;
-	lmtp_config_fill(&s->cfg);
 	s->cb = cb;
 	s->arg = arg;
 	s->id = id;
@@ -950,6 +1032,14 @@ lmtp_session_new(const struct lmtp_config *cfg,
 	s->state = LMTP_S_INIT;
 	lmtp_reply(s, "220 %s LMTP Quire ready", s->cfg.hostname);
 	return s;
+}
+
+struct lmtp_session *
+lmtp_session_new(const struct lmtp_config *cfg,
+    const struct lmtp_callbacks *cb, void *arg, unsigned long id,
+    const char *peer)
+{
+	return lmtp_session_create(cfg, cb, arg, id, peer, NULL);
 }
 
 void
@@ -1030,6 +1120,7 @@ lmtp_session_free(struct lmtp_session *s)
 		return;
 	lmtp_txn_drop(s);
 	evbuffer_free(s->out);
+	lmtp_pool_unref(s->pool);
 	free(s);
 }
 
@@ -1056,6 +1147,7 @@ struct lmtp_server {
 	void		*arg;
 	char		*host;
 	char		*hostname;
+	struct lmtp_pool *pool;		/* every session's messages */
 	size_t		 nclients;
 	unsigned long	 next_id;
 	LIST_HEAD(, lmtp_conn) conns;
@@ -1224,8 +1316,8 @@ lmtp_conn_new(struct lmtp_server *srv, evutil_socket_t fd, const char *peer)
 	snprintf(c->peer, sizeof(c->peer), "%s", peer);
 	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->resume = event_new(srv->base, -1, 0, lmtp_conn_resume_cb, c);
-	c->sess = lmtp_session_new(&srv->cfg, &srv->cb, srv->arg, c->id,
-	    peer);
+	c->sess = lmtp_session_create(&srv->cfg, &srv->cb, srv->arg, c->id,
+	    peer, srv->pool);
 	if (c->bev == NULL || c->resume == NULL || c->sess == NULL) {
 		if (c->bev != NULL)
 			bufferevent_free(c->bev);
@@ -1382,16 +1474,18 @@ lmtp_server_new(struct event_base *base, const struct lmtp_config *cfg,
 	srv->cfg.host = srv->host;
 	srv->cfg.hostname = srv->hostname;
 	lmtp_config_fill(&srv->cfg);
+	srv->pool = lmtp_pool_new(srv->cfg.max_buffered);
 	srv->accept_retry = evtimer_new(base, lmtp_accept_retry_cb, srv);
-	if (srv->host == NULL || srv->hostname == NULL ||
+	if (srv->host == NULL || srv->hostname == NULL || srv->pool == NULL ||
 	    srv->accept_retry == NULL || lmtp_listen(srv) != 0) {
 		lmtp_server_free(srv);
 		return NULL;
 	}
 	/* The owner logs that it listens; the limits are mechanics. */
 	log_debug("lmtp_listen", "host=%s port=%d max_clients=%zu "
-	    "max_size=%zu", log_q(srv->host), lmtp_server_port(srv),
-	    srv->cfg.max_clients, srv->cfg.max_size);
+	    "max_size=%zu max_buffered=%zu", log_q(srv->host),
+	    lmtp_server_port(srv), srv->cfg.max_clients, srv->cfg.max_size,
+	    srv->cfg.max_buffered);
 	return srv;
 }
 
@@ -1442,6 +1536,7 @@ lmtp_server_free(struct lmtp_server *srv)
 		evconnlistener_free(srv->lev);
 	if (srv->accept_retry != NULL)
 		event_free(srv->accept_retry);
+	lmtp_pool_unref(srv->pool);
 	free(srv->host);
 	free(srv->hostname);
 	free(srv);

@@ -89,6 +89,7 @@ struct smtp_expect {
 	enum smtp_cmd	 cmd;
 	size_t		 txn;
 	size_t		 rcpt;
+	size_t		 wire_end;	/* out_added once it was written */
 };
 
 struct smtp_tstate {
@@ -111,6 +112,8 @@ struct smtp_conn {
 
 	struct smtp_expect	*fifo;		/* ring of expected replies */
 	size_t			 fhead, flen, fcap;
+	size_t			 out_added;	/* octets ever put in the
+						 * socket's output */
 
 	struct smtp_txn		*txns;
 	size_t			 ntxns;
@@ -218,6 +221,7 @@ smtp_fifo_push(struct smtp_conn *conn, enum smtp_cmd cmd, size_t txn,
 	e->cmd = cmd;
 	e->txn = txn;
 	e->rcpt = rcpt;
+	e->wire_end = conn->out_added;
 	if (conn->flen++ == 0)
 		smtp_conn_arm(conn);
 }
@@ -251,6 +255,24 @@ smtp_fifo_reserve(struct smtp_conn *conn, size_t need)
 /* Writing. */
 
 static void
+smtp_conn_write(struct smtp_conn *conn, const void *p, size_t n)
+{
+	evbuffer_add(bufferevent_get_output(conn->bev), p, n);
+	conn->out_added += n;
+}
+
+/* Whether the command of e has left for the relay in full. */
+static int
+smtp_expect_written(const struct smtp_conn *conn,
+    const struct smtp_expect *e)
+{
+	size_t queued = evbuffer_get_length(bufferevent_get_output(
+	    conn->bev));
+
+	return conn->out_added - queued >= e->wire_end;
+}
+
+static void
 smtp_conn_cmd(struct smtp_conn *conn, enum smtp_cmd cmd, size_t txn,
     size_t rcpt, const char *fmt, ...)
 {
@@ -266,7 +288,7 @@ smtp_conn_cmd(struct smtp_conn *conn, enum smtp_cmd cmd, size_t txn,
 		log_error("smtp_bug", "conn=%u command too long", conn->id);
 		abort();
 	}
-	evbuffer_add(bufferevent_get_output(conn->bev), line, (size_t)n);
+	smtp_conn_write(conn, line, (size_t)n);
 	log_debug("smtp_cmd", "conn=%u cmd=%s", conn->id,
 	    log_qn(line, (size_t)n - 2));
 	smtp_fifo_push(conn, cmd, txn, rcpt);
@@ -742,6 +764,7 @@ smtp_on_data(struct smtp_conn *conn, const struct smtp_expect *e,
 {
 	struct evbuffer *out = bufferevent_get_output(conn->bev);
 	const struct smtp_tstate *ts = &conn->ts[e->txn];
+	size_t n;
 
 	if (smtp_code_failed(r)) {
 		smtp_txn_final(conn, e->txn, r);
@@ -754,9 +777,12 @@ smtp_on_data(struct smtp_conn *conn, const struct smtp_expect *e,
 	 * an empty message ends that transaction cleanly. */
 	if (ts->accepted == 0 || ts->mail_failed) {
 		evbuffer_drain(conn->body, evbuffer_get_length(conn->body));
-		evbuffer_add(out, ".\r\n", 3);
-	} else
+		smtp_conn_write(conn, ".\r\n", 3);
+	} else {
+		n = evbuffer_get_length(conn->body);
 		evbuffer_add_buffer(out, conn->body);
+		conn->out_added += n;
+	}
 	log_debug("smtp_cmd", "conn=%u cmd=. txn=%zu", conn->id, e->txn);
 	smtp_fifo_push(conn, SMTP_CMD_DOT, e->txn, 0);
 	/* RFC 2920 3.1: the next group may follow the final dot. */
@@ -804,6 +830,15 @@ smtp_on_reply(struct smtp_conn *conn, const char *raw, size_t n,
 
 	if (!smtp_fifo_pop(conn, &e))
 		return smtp_on_unsolicited(conn, r);
+	/* A relay cannot have read a message it answers before the final
+	 * dot left us: its 250 then proves nothing, and counting it would
+	 * mark as sent copies the relay never had. */
+	if (e.cmd == SMTP_CMD_DOT && !smtp_expect_written(conn, &e)) {
+		smtp_conn_fail(conn, "smtp_protocol_error", "protocol error: "
+		    "reply to end of data before the data was sent: %d %s",
+		    r->code, r->text);
+		return -1;
+	}
 	log_debug("smtp_reply", "conn=%u cmd=%s code=%d text=%s", conn->id,
 	    smtp_cmd_names[e.cmd], r->code, log_q(r->text));
 	switch (e.cmd) {

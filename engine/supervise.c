@@ -158,6 +158,7 @@ engine_configure(struct engine *e, struct cli *c)
 	    env_int("QUIRE_MAX_SIZE", 50 * 1024 * 1024));
 	e->intake.max_rcpts = (size_t)opt_int(c, "--max-rcpts", 100);
 	e->intake.max_clients = (size_t)opt_int(c, "--max-clients", 1000);
+	e->intake.max_buffered = (size_t)opt_int(c, "--max-buffered", 0);
 	e->intake.idle_timeout = opt_int(c, "--idle-timeout", 300);
 	e->intake.data_timeout = opt_int(c, "--data-timeout", 300);
 	e->intake.commit_timeout = opt_int(c, "--commit-timeout", 10);

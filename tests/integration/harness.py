@@ -132,7 +132,8 @@ class Sink:
 class Engine:
     """`quire run` with a private LMTP port, relaying to a sink."""
 
-    def __init__(self, db, relay_port, *extra, stages=None):
+    def __init__(self, db, relay_port, *extra, stages=None,
+                 preexec_fn=None):
         self.lmtp_port = free_port()
         self.log_path = tempfile.mktemp(prefix="quire-engine-",
                                         suffix=".log")
@@ -142,7 +143,8 @@ class Engine:
         if stages:
             args += ["--stages", stages]
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args + list(extra), stderr=self.log)
+        self.proc = subprocess.Popen(args + list(extra), stderr=self.log,
+                                     preexec_fn=preexec_fn)
         if stages is None or "lmtp" in stages:
             wait_for("the LMTP greeting", self._greets, timeout=20)
 
@@ -281,10 +283,10 @@ class EngineTest(unittest.TestCase):
         self.sink = Sink(*self.sink_args)
         self.engine = None
 
-    def start_engine(self, *extra, stages=None):
+    def start_engine(self, *extra, stages=None, preexec_fn=None):
         self.engine = Engine(self.db, self.sink.port,
                              *(tuple(self.engine_args) + extra),
-                             stages=stages)
+                             stages=stages, preexec_fn=preexec_fn)
         return self.engine
 
     def tearDown(self):

@@ -887,6 +887,47 @@ test_message_too_big(void **state)
 	fix_free(f);
 }
 
+#define NO_ROOM	"452 4.3.1 Insufficient system storage, try again later\r\n"
+
+/* Two messages of 900 KB each do not fit a pool of 1.5 MB: the second is
+ * read, dropped and answered 452 while the first is held, and fits once
+ * the first is gone. */
+static void
+test_message_pool(void **state)
+{
+	struct lmtp_config cfg = fix_config();
+	struct fix *f;
+	struct cli *a, *b;
+	long deadline;
+
+	(void)state;
+	cfg.max_buffered = 1500000;
+	f = fix_new(&cfg, OWNER_SYNC);
+	a = cli_lhlo(f);
+	b = cli_lhlo(f);
+	cli_begin(a);
+	cli_stream(a, "Subject: a\r\n\r\n", 900000, "a", "");
+	deadline = now_ms() + WAIT_MS;
+	while (lmtp_server_buffered(f->srv) < 1000000 && now_ms() < deadline)
+		fix_run(f, 5);
+	assert_int_equal(lmtp_server_buffered(f->srv), 1000000);
+	cli_begin(b);
+	cli_stream(b, "Subject: b\r\n\r\n", 900000, "b", "\r\n.\r\n");
+	cli_expect(b, NO_ROOM NO_ROOM);
+	assert_int_equal(f->data_calls, 0);
+	cli_stream(a, "", 0, "", "\r\n.\r\n");
+	cli_expect(a, DELIVERED);
+	assert_int_equal(f->data_len, 14 + 900000 + 2);
+	assert_int_equal(lmtp_server_buffered(f->srv), 0);
+	cli_begin(b);
+	cli_stream(b, "Subject: b\r\n\r\n", 900000, "b", "\r\n.\r\n");
+	cli_expect(b, DELIVERED);
+	assert_int_equal(f->data_calls, 2);
+	cli_free(a);
+	cli_free(b);
+	fix_free(f);
+}
+
 /* A client that sends and does not read: the server stops reading once
  * its replies pile up, rather than buffering them without end. */
 static void
@@ -1268,6 +1309,7 @@ main(void)
 		cmocka_unit_test(test_long_command_line),
 		cmocka_unit_test(test_flood_without_newline),
 		cmocka_unit_test(test_message_too_big),
+		cmocka_unit_test(test_message_pool),
 		cmocka_unit_test(test_output_backpressure),
 		cmocka_unit_test(test_header_line_limit),
 		cmocka_unit_test(test_drop_during_data),

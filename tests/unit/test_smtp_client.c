@@ -1031,6 +1031,34 @@ test_unexpected_reply(void **state)
 	smtp_conn_free(conn);
 }
 
+/* A 250 for the dot that comes with the 354, before the message could
+ * have been read: not a delivery. */
+static void
+test_reply_before_data(void **state)
+{
+	struct fixture *f = *state;
+	static const struct step s[] = {
+		GREETING,
+		EHLO_PIPELINING,
+		{ "MAIL FROM:<s@x>\r\nRCPT TO:<a@x>\r\nDATA\r\n",
+		  "250 ok\r\n250 ok\r\n354 go\r\n250 2.0.0 queued\r\n",
+		  S_WHOLE | S_WAIT },
+	};
+	const char *r[] = { "a@x" };
+	struct smtp_result res[1];
+	struct smtp_txn t;
+	struct smtp_conn *conn;
+
+	SCRIPT(f, s);
+	conn = smtp_conn_new(f->base, &f->cfg);
+	txn_init(&t, "s@x", r, 1, res, "x\n");
+	send_batch(f, conn, &t, 1);
+	want_result(&res[0], 0, "protocol error: reply to end of data "
+	    "before the data was sent: 250 2.0.0 queued");
+	relay_done(&f->relay);
+	smtp_conn_free(conn);
+}
+
 static void
 test_idle_close_by_relay(void **state)
 {
@@ -1155,6 +1183,7 @@ main(void)
 		T(test_greeting_refused),
 		T(test_malformed_reply),
 		T(test_unexpected_reply),
+		T(test_reply_before_data),
 		T(test_idle_close_by_relay),
 		T(test_local_rejects_and_free_in_callback),
 		T(test_send_rejects_misuse),
