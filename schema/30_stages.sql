@@ -68,74 +68,65 @@ CREATE OR REPLACE FUNCTION quire.queue_claim(stage_name text, n integer,
 RETURNS TABLE (row_id bigint, row_post bigint, row_attempts integer,
     row_crashes integer, outcome text, reason text)
 LANGUAGE plpgsql AS $$
-DECLARE
-	claimed	bigint[] := '{}';
 BEGIN
-	FOR row_id, row_post, row_attempts, row_crashes, outcome, reason IN
-		WITH due AS (
-			SELECT q.id, q.attempts,
-			       q.claim_token IS NOT NULL AS crashed
-			  FROM quire.queue q
-			 WHERE q.stage = stage_name AND q.not_before <= now()
-			   AND (q.claimed_until IS NULL
-				OR q.claimed_until <= now())
-			 ORDER BY q.id LIMIT n
-			   FOR UPDATE SKIP LOCKED),
-		suspect AS (
-			SELECT d.id FROM due d
-			 WHERE d.crashed AND d.attempts < max_attempts
-			 ORDER BY d.id LIMIT 1),
-		run AS (
-			SELECT s.id, true AS crashed FROM suspect s
-			UNION ALL
-			SELECT d.id, false FROM due d
-			 WHERE NOT d.crashed
-			   AND NOT EXISTS (SELECT 1 FROM suspect)),
-		shunted AS (
-			UPDATE quire.queue q
-			   SET crashes = q.crashes + 1, failed_stage = q.stage,
-			       stage = 'shunt', claim_token = NULL,
-			       claimed_until = NULL,
-			       last_error = format('stage %s crashed %s (its '
-				   'runner died or lost its database session '
-				   'on this message)', q.stage,
-				   CASE q.crashes WHEN 0 THEN 'once'
-				   ELSE q.crashes + 1 || ' times' END)
-				   || coalesce('; last error: ' || q.last_error,
-				   '')
-			  FROM due d
-			 WHERE q.id = d.id AND d.crashed
-			   AND d.attempts >= max_attempts
-			RETURNING q.id, q.post_id, q.attempts, q.crashes,
-			    q.last_error),
-		noted AS (
-			UPDATE quire.post p
-			   SET status = 'shunted', reason = s.last_error
-			  FROM shunted s WHERE p.id = s.post_id),
-		taken AS (
-			UPDATE quire.queue q
-			   SET attempts = q.attempts + 1,
-			       crashes = q.crashes + r.crashed::integer,
-			       claim_token = token, claimed_by = claimer,
-			       claimed_until = now() + lease
-			  FROM run r WHERE q.id = r.id
-			RETURNING q.id, q.post_id, q.attempts, q.crashes,
-			    r.crashed)
-		SELECT s.id, s.post_id, s.attempts, s.crashes, 'shunted',
-		       s.last_error
-		  FROM shunted s
+	-- One statement: a plan cached once, no loop.  `kept' is read by
+	-- every row taken; with none taken it may not run, and the ids
+	-- left from an earlier batch match no row with this token.
+	RETURN QUERY
+	WITH due AS (
+		SELECT q.id, q.attempts, q.claim_token IS NOT NULL AS crashed
+		  FROM quire.queue q
+		 WHERE q.stage = stage_name AND q.not_before <= now()
+		   AND (q.claimed_until IS NULL OR q.claimed_until <= now())
+		 ORDER BY q.id LIMIT n
+		   FOR UPDATE SKIP LOCKED),
+	suspect AS (
+		SELECT d.id FROM due d
+		 WHERE d.crashed AND d.attempts < max_attempts
+		 ORDER BY d.id LIMIT 1),
+	run AS (
+		SELECT s.id, true AS crashed FROM suspect s
 		UNION ALL
-		SELECT t.id, t.post_id, t.attempts, t.crashes,
-		       CASE WHEN t.crashed THEN 'crashed' ELSE 'claimed' END,
-		       NULL
-		  FROM taken t
-	LOOP
-		IF outcome <> 'shunted' THEN
-			claimed := claimed || row_id;
-		END IF;
-		RETURN NEXT;
-	END LOOP;
-	PERFORM set_config('quire.claimed', claimed::text, false);
+		SELECT d.id, false FROM due d
+		 WHERE NOT d.crashed AND NOT EXISTS (SELECT 1 FROM suspect)),
+	shunted AS (
+		UPDATE quire.queue q
+		   SET crashes = q.crashes + 1, failed_stage = q.stage,
+		       stage = 'shunt', claim_token = NULL,
+		       claimed_until = NULL,
+		       last_error = format('stage %s crashed %s (its runner '
+			   'died or lost its database session on this '
+			   'message)', q.stage, CASE q.crashes WHEN 0 THEN
+			   'once' ELSE q.crashes + 1 || ' times' END)
+			   || coalesce('; last error: ' || q.last_error, '')
+		  FROM due d
+		 WHERE q.id = d.id AND d.crashed
+		   AND d.attempts >= max_attempts
+		RETURNING q.id, q.post_id, q.attempts, q.crashes,
+		    q.last_error),
+	noted AS (
+		UPDATE quire.post p
+		   SET status = 'shunted', reason = s.last_error
+		  FROM shunted s WHERE p.id = s.post_id),
+	taken AS (
+		UPDATE quire.queue q
+		   SET attempts = q.attempts + 1,
+		       crashes = q.crashes + r.crashed::integer,
+		       claim_token = token, claimed_by = claimer,
+		       claimed_until = now() + lease
+		  FROM run r WHERE q.id = r.id
+		RETURNING q.id, q.post_id, q.attempts, q.crashes, r.crashed),
+	kept AS (
+		SELECT set_config('quire.claimed',
+		    coalesce(array_agg(t.id), '{}')::text, false)
+		  FROM taken t)
+	SELECT s.id, s.post_id, s.attempts, s.crashes, 'shunted'::text,
+	       s.last_error
+	  FROM shunted s
+	UNION ALL
+	SELECT t.id, t.post_id, t.attempts, t.crashes,
+	       CASE WHEN t.crashed THEN 'crashed' ELSE 'claimed' END, NULL
+	  FROM taken t, kept;
 END
 $$;
 COMMENT ON FUNCTION quire.queue_claim(text, integer, bigint, text,
