@@ -171,8 +171,11 @@ static const char runner_claim_sql[] =
 
 /* The rows the claim took, locked, with everything the stages read:
  * the post, its message (when not large), its list's settings and its
- * sender's standing on the list.  The token check leaves out a row that
- * another runner claimed after this claim's lease ran out. */
+ * sender's standing on the list.  The claim leaves their ids in a
+ * session setting, which ties both transactions to one server session
+ * (as LISTEN already does: no transaction pooler in between); the token
+ * check leaves out a row that another runner claimed after this claim's
+ * lease ran out. */
 static const char runner_claimed_sql[] =
     "SELECT q.id, q.attempts, " POST_COLUMNS ", " LIST_COLUMNS
     "  FROM quire.queue q JOIN quire.post p ON p.id = q.post_id"

@@ -56,8 +56,9 @@ CREATE TRIGGER delivery_notify_insert AFTER INSERT ON quire.delivery
 -- A row that still carries a token once its lease has run out was being
 -- worked when its runner died: that is a crash.  Such a row is tried
 -- again alone, so that the rows that were in the same batch are not
--- blamed for it twice; once its tries are spent it goes to the shunt
--- queue instead of being run.
+-- blamed for it twice, the fewest crashes first, so that they go through
+-- before the row that keeps crashing; once its tries are spent it goes
+-- to the shunt queue instead of being run.
 --
 -- Returns a row for each row claimed ('claimed', or 'crashed' for a
 -- row tried again after a crash) or shunted ('shunted', with the
@@ -74,7 +75,8 @@ BEGIN
 	-- left from an earlier batch match no row with this token.
 	RETURN QUERY
 	WITH due AS (
-		SELECT q.id, q.attempts, q.claim_token IS NOT NULL AS crashed
+		SELECT q.id, q.attempts, q.crashes,
+		       q.claim_token IS NOT NULL AS crashed
 		  FROM quire.queue q
 		 WHERE q.stage = stage_name AND q.not_before <= now()
 		   AND (q.claimed_until IS NULL OR q.claimed_until <= now())
@@ -83,7 +85,7 @@ BEGIN
 	suspect AS (
 		SELECT d.id FROM due d
 		 WHERE d.crashed AND d.attempts < max_attempts
-		 ORDER BY d.id LIMIT 1),
+		 ORDER BY d.crashes, d.id LIMIT 1),
 	run AS (
 		SELECT s.id, true AS crashed FROM suspect s
 		UNION ALL
