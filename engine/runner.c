@@ -182,7 +182,8 @@ static const char runner_claimed_sql[] =
     "  JOIN quire.message m ON m.id = p.message_id"
     "  JOIN quire.list_settings ls ON ls.id = p.list_id"
     POST_SENDER_JOIN
-    " WHERE q.id = ANY (current_setting('quire.claimed')::bigint[])"
+    " WHERE q.id = ANY (nullif(current_setting('quire.claimed', true),"
+    "   '')::bigint[])"
     "   AND q.claim_token = $1"
     " ORDER BY q.id FOR UPDATE OF q";
 

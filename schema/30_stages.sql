@@ -72,7 +72,8 @@ LANGUAGE plpgsql AS $$
 BEGIN
 	-- One statement: a plan cached once, no loop.  `kept' is read by
 	-- every row taken; with none taken it may not run, and the ids
-	-- left from an earlier batch match no row with this token.
+	-- left from an earlier batch (or none) match no row with this
+	-- token.
 	RETURN QUERY
 	WITH due AS (
 		SELECT q.id, q.attempts, q.crashes,
@@ -143,7 +144,8 @@ RETURNS void LANGUAGE sql AS $$
 	UPDATE quire.queue q
 	   SET attempts = q.attempts - 1, claim_token = NULL,
 	       claimed_until = NULL
-	 WHERE q.id = ANY (current_setting('quire.claimed')::bigint[])
+	 WHERE q.id = ANY (nullif(current_setting('quire.claimed', true),
+		'')::bigint[])
 	   AND q.claim_token = token
 $$;
 COMMENT ON FUNCTION quire.queue_release(bigint) IS
@@ -158,8 +160,11 @@ RETURNS text LANGUAGE plpgsql AS $$
 DECLARE
 	q	quire.queue;
 BEGIN
-	UPDATE quire.queue SET last_error = error, claim_token = NULL,
-	       claimed_until = NULL
+	-- A try claimed by quire.queue_claim was counted then; one claimed
+	-- without a token (a runner older than the claim) is counted now.
+	UPDATE quire.queue
+	   SET attempts = attempts + (claim_token IS NULL)::integer,
+	       last_error = error, claim_token = NULL, claimed_until = NULL
 	 WHERE id = queue_id RETURNING * INTO q;
 	IF q.id IS NULL THEN
 		RETURN NULL;
