@@ -103,6 +103,17 @@ cli_inject(struct cli *c)
 	return 0;
 }
 
+/* What a queue row is doing, for a person: a claim whose lease ran out
+ * with its token still set was most likely cut short by a crash (or is
+ * a stage still at work past its lease). */
+#define QUEUE_STATE \
+	"CASE WHEN q.stage = 'shunt' THEN 'shunted'" \
+	" WHEN q.claimed_until > now() THEN 'claimed by ' || q.claimed_by" \
+	" WHEN q.claim_token IS NOT NULL THEN 'claim by ' || q.claimed_by" \
+	"   || ' ran out'" \
+	" WHEN q.not_before > now() THEN 'waiting'" \
+	" ELSE 'due' END"
+
 /* 1 if queue row `id' exists; otherwise says why and returns 0. */
 static int
 cli_queue_exists(struct db *db, const char *id)
@@ -141,8 +152,9 @@ cli_queue_show(struct db *db, const char *id)
 	db_param_text(&p, id);
 	if (cli_run_sql(db, "SELECT q.id, q.stage, q.post_id, ls.fqdn_listname"
 	    " AS list, p.subaddress, p.status, p.sender, p.subject,"
-	    " p.message_id_header, q.attempts, q.not_before, q.failed_stage,"
-	    " q.last_error, q.created_at FROM quire.queue q"
+	    " p.message_id_header, " QUEUE_STATE " AS state, q.attempts,"
+	    " q.crashes, q.not_before, q.claimed_by, q.claimed_until,"
+	    " q.failed_stage, q.last_error, q.created_at FROM quire.queue q"
 	    " JOIN quire.post p ON p.id = q.post_id"
 	    " JOIN quire.list_settings ls ON ls.id = p.list_id"
 	    " WHERE q.id = $1", &p, 1))
@@ -187,7 +199,8 @@ cli_queue(struct cli *c)
 		rc = 1;
 	else if (strcmp(verb, "list") == 0)
 		rc = cli_run_sql(db, "SELECT q.id, q.stage, q.post_id,"
-		    " ls.fqdn_listname AS list, q.attempts,"
+		    " ls.fqdn_listname AS list, " QUEUE_STATE " AS state,"
+		    " q.attempts, q.crashes,"
 		    " date_trunc('second', now() - q.created_at) AS age,"
 		    " q.failed_stage, q.last_error, p.subject"
 		    " FROM quire.queue q JOIN quire.post p ON p.id = q.post_id"

@@ -3,43 +3,51 @@
  *
  * The process LISTENs on the channel of each stage it serves and sleeps
  * in the event loop.  A notification marks its stage dirty; a dirty
- * stage is drained batch by batch, each batch one transaction:
+ * stage is drained batch by batch, each batch one round trip to claim
+ * and one to commit:
  *
- *	BEGIN; claim up to N due rows FOR UPDATE SKIP LOCKED;
+ *	BEGIN; quire.queue_claim: count a try of up to N due rows, mark
+ *	       them with the batch's token, hold them for --claim-lease;
+ *	COMMIT;
+ *	BEGIN; lock the rows carrying the token, with their posts;
  *	run the stage on each (it deletes its row, inserts the next);
  *	COMMIT
  *
- * Several runners on several hosts can serve the same stage: SKIP
- * LOCKED hands each row to one of them, and a runner that dies simply
- * loses its transaction, so its rows go back to the queue.  If a stage
- * fails on a row, the batch is rolled back and the failure counted on
- * that row alone (quire.queue_fail), which retries it later with backoff
- * and shunts it at the limit; the other rows are claimed again at once.
+ * The try is counted in a transaction of its own, before the stage
+ * runs, because a stage that kills the process or its database session
+ * takes its own transaction down with it.  A row still carrying a token
+ * when its lease has run out was being worked when its runner died:
+ * the next claim counts that as a crash and tries the row again alone,
+ * so that the other rows of the dead batch are not blamed a second
+ * time, and shunts it instead once its tries are spent.  The claim's
+ * commit need not wait for the disk (the session runs with
+ * synchronous_commit off): a count lost in a server crash is lost with
+ * everything after it, and costs one more try at most.
  *
- * XXX A stage that kills the process (rather than failing) loses its
- * transaction without counting an attempt, so a message that crashes a
- * runner every time is claimed again for ever instead of reaching the
- * shunt; counting needs an attempt recorded before the work, outside the
- * stage's transaction.
+ * Several runners on several hosts can serve the same stage: the claim
+ * takes due rows FOR UPDATE SKIP LOCKED and skips rows whose lease has
+ * not run out, so each row is counted by one claim, and the batch locks
+ * only rows that still carry its own token, so a row is worked by one
+ * runner.  If a stage fails on a row, the batch is rolled back and the
+ * failure recorded on that row alone (quire.queue_fail), which retries
+ * it later with backoff and shunts it at the limit; the other rows are
+ * handed back uncounted (quire.queue_release) and claimed again at once.
  *
- * XXX Rows a runner on a lost host had claimed come back when the server
- * ends its session (keepalives, tcp_user_timeout), but their rollback
- * notifies no one: they wait for the next notification of their stage,
- * so after the last post of a burst they wait for the next post.
- *
- * Rows that must wait (a retry's not_before) wake the runner through one
- * timer set to the earliest of them; with nothing due there is no timer,
- * and an idle runner makes no system calls.  After every (re)connect the
- * runner LISTENs first and then scans every stage it serves, because
- * notifications sent while it was away are lost (runner_scanned logs
- * the rows that first round did).
+ * Rows that must wait (a retry's not_before, a crashed row's lease)
+ * wake the runner through one timer set to the earliest of them; with
+ * nothing due there is no timer, and an idle runner makes no system
+ * calls.  After every (re)connect the runner LISTENs first and then
+ * scans every stage it serves, because notifications sent while it was
+ * away are lost (runner_scanned logs the rows that first round did).
  *
  * SIGTERM (stop.h) is looked at between transactions: the runner ends
  * the one it is in, so a stop leaves no commit whose outcome is unknown.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -111,17 +119,34 @@ runner_connect(struct runner *r)
 	log_info("runner_ready", "app=%s", log_q(r->cfg->appname));
 }
 
-/* A stage failed on one row: roll back, count it, log it. */
-static void
-runner_fail_row(struct runner *r, int stage, struct stage_ctx *ctx)
+/* Each batch's claim has its own token; only the batch that made a
+ * claim finds its rows by it. */
+static long long
+runner_token(void)
 {
-	struct db_params p;
-	struct db_res	*res;
-	char		 id[24], max[24], backoff[32];
+	uint64_t	 t;
 
-	(void)db_cmd(r->db, "ROLLBACK", NULL);
-	if (!db_ok(r->db))
-		return;
+	if (getrandom(&t, sizeof(t), 0) != sizeof(t)) {
+		log_error("runner_token_failed", "reason=getrandom");
+		abort();
+	}
+	return (long long)(t >> 1);
+}
+
+/* A stage failed on one row: roll back, record it on that row, hand the
+ * rest of the batch back uncounted, log it. */
+static void
+runner_fail_row(struct runner *r, int stage, struct stage_ctx *ctx,
+    long long token)
+{
+	struct db_params p, t;
+	const struct db_params *params[] = { NULL, &p, &t };
+	const char	*sql[] = { "ROLLBACK",
+	    "SELECT quire.queue_fail($1, $2, $3, $4)",
+	    "SELECT quire.queue_release($1)" };
+	struct db_res	*res[3];
+	char		 id[24], max[24], backoff[32], tok[24];
+
 	db_params_init(&p);
 	db_param_int(&p, id, ctx->queue_id);
 	db_param_text(&p, ctx->error);
@@ -129,38 +154,52 @@ runner_fail_row(struct runner *r, int stage, struct stage_ctx *ctx)
 	snprintf(backoff, sizeof(backoff), "%.3f seconds",
 	    r->cfg->retry_backoff);
 	db_param_text(&p, backoff);
-	res = db_exec(r->db, "SELECT quire.queue_fail($1, $2, $3, $4)", &p,
-	    DB_TEXT);
-	if (res == NULL) {
-		log_error("stage_fail_unrecorded", "stage=%s queue=%lld "
-		    "reason=%s", stage_defs[stage].name, ctx->queue_id,
-		    log_q(db_error(r->db)));
+	db_params_init(&t);
+	db_param_int(&t, tok, token);
+	if (db_exec_pipeline_each(r->db, 3, sql, params, DB_TEXT, res) == -1) {
+		if (db_ok(r->db))
+			log_error("stage_fail_unrecorded", "stage=%s "
+			    "queue=%lld reason=%s", stage_defs[stage].name,
+			    ctx->queue_id, log_q(db_error(r->db)));
 		return;
 	}
-	if (strcmp(db_res_value(res, 0, 0), "shunt") == 0)
+	if (strcmp(db_res_value(res[1], 0, 0), "shunt") == 0)
 		log_error("post_shunted", "stage=%s queue=%lld post=%lld "
 		    "attempts=%d reason=%s", stage_defs[stage].name,
-		    ctx->queue_id, ctx->post_id, ctx->attempts + 1,
+		    ctx->queue_id, ctx->post_id, ctx->attempts,
 		    log_q(ctx->error));
 	else
 		log_warn("stage_failed", "stage=%s queue=%lld post=%lld "
 		    "attempt=%d reason=%s", stage_defs[stage].name,
-		    ctx->queue_id, ctx->post_id, ctx->attempts + 1,
+		    ctx->queue_id, ctx->post_id, ctx->attempts,
 		    log_q(ctx->error));
-	db_res_free(res);
+	for (int k = 0; k < 3; k++)
+		db_res_free(res[k]);
 }
 
-/* The due rows of a stage with everything its stages read: the post,
- * its message (when not large), its list's settings and its sender's
- * standing on the list. */
+/* A claim in its own transaction (see the top of the file); the rows it
+ * shunted or took after a crash come back for the log. */
 static const char runner_claim_sql[] =
+    "SELECT row_id, row_post, row_attempts, row_crashes, outcome, reason"
+    "  FROM quire.queue_claim($1, $2, $3, $4, $5, $6)";
+
+/* The rows the claim took, locked, with everything the stages read:
+ * the post, its message (when not large), its list's settings and its
+ * sender's standing on the list.  The claim leaves their ids in a
+ * session setting, which ties both transactions to one server session
+ * (as LISTEN already does: no transaction pooler in between); the token
+ * check leaves out a row that another runner claimed after this claim's
+ * lease ran out. */
+static const char runner_claimed_sql[] =
     "SELECT q.id, q.attempts, " POST_COLUMNS ", " LIST_COLUMNS
     "  FROM quire.queue q JOIN quire.post p ON p.id = q.post_id"
     "  JOIN quire.message m ON m.id = p.message_id"
     "  JOIN quire.list_settings ls ON ls.id = p.list_id"
     POST_SENDER_JOIN
-    " WHERE q.stage = $1 AND q.not_before <= now()"
-    " ORDER BY q.id LIMIT $2 FOR UPDATE OF q SKIP LOCKED";
+    " WHERE q.id = ANY (nullif(current_setting('quire.claimed', true),"
+    "   '')::bigint[])"
+    "   AND q.claim_token = $1"
+    " ORDER BY q.id FOR UPDATE OF q";
 
 /* Every row of the batch moves at once: deleted, and re-inserted in its
  * next stage unless it has none. */
@@ -173,18 +212,71 @@ static const char runner_move_sql[] =
     " SELECT g.post_id, m.next FROM gone g JOIN m ON m.id = g.id"
     "  WHERE m.next IS NOT NULL";
 
+/* Claim and lock a batch in one round trip; the rows to work are
+ * returned, the claim's own report (rows shunted or taken after a
+ * crash) is left in *report.  NULL when the connection broke. */
 static struct db_res *
-runner_claim(struct runner *r, int stage, int limit)
+runner_claim(struct runner *r, int stage, int limit, long long token,
+    struct db_res **report)
 {
-	struct db_params p;
-	const struct db_params *params[] = { NULL, &p };
-	const char	*sql[] = { "BEGIN", runner_claim_sql };
-	char		 lim[24];
+	struct db_params claim, lock;
+	const struct db_params *params[] = { NULL, &claim, NULL, NULL, &lock };
+	const char	*sql[] = { "BEGIN", runner_claim_sql, "COMMIT", "BEGIN",
+	    runner_claimed_sql };
+	struct db_res	*res[5];
+	char		 lim[24], tok[24], lease[32], max[24];
 
-	db_params_init(&p);
-	db_param_text(&p, stage_defs[stage].name);
-	db_param_int(&p, lim, limit);
-	return db_exec_pipeline(r->db, 2, sql, params, DB_BINARY);
+	/* A lease that ran out at once would let another runner count
+	 * the same try. */
+	snprintf(lease, sizeof(lease), "%d seconds",
+	    r->cfg->claim_lease > 1 ? r->cfg->claim_lease : 1);
+	db_params_init(&claim);
+	db_param_text(&claim, stage_defs[stage].name);
+	db_param_int(&claim, lim, limit);
+	db_param_int(&claim, tok, token);
+	db_param_text(&claim, r->cfg->appname);
+	db_param_text(&claim, lease);
+	db_param_int(&claim, max, r->cfg->max_attempts);
+	db_params_init(&lock);
+	db_param_int(&lock, tok, token);
+	if (db_exec_pipeline_each(r->db, 5, sql, params, DB_BINARY,
+	    res) == -1)
+		return NULL;
+	db_res_free(res[0]);
+	db_res_free(res[2]);
+	db_res_free(res[3]);
+	*report = res[1];
+	return res[4];
+}
+
+/* Log what the claim did besides taking rows; 1 if it shunted a row or
+ * took one alone after a crash, when more rows may be due. */
+static int
+runner_claim_report(int stage, struct db_res *report)
+{
+	int	 more = 0;
+
+	for (int i = 0; i < db_res_rows(report); i++) {
+		const char *outcome = db_res_value(report, i, 4);
+
+		if (strcmp(outcome, "shunted") == 0)
+			log_error("post_shunted", "stage=%s queue=%lld "
+			    "post=%lld attempts=%lld crashes=%lld reason=%s",
+			    stage_defs[stage].name, db_res_int(report, i, 0),
+			    db_res_int(report, i, 1), db_res_int(report, i, 2),
+			    db_res_int(report, i, 3),
+			    log_q(db_res_value(report, i, 5)));
+		else if (strcmp(outcome, "crashed") == 0)
+			log_warn("stage_crashed", "stage=%s queue=%lld "
+			    "post=%lld attempt=%lld crashes=%lld",
+			    stage_defs[stage].name, db_res_int(report, i, 0),
+			    db_res_int(report, i, 1), db_res_int(report, i, 2),
+			    db_res_int(report, i, 3));
+		else
+			continue;
+		more = 1;
+	}
+	return more;
 }
 
 static int
@@ -228,23 +320,28 @@ runner_row(struct runner *r, int stage, struct db_res *rows, int i,
 	return rc;
 }
 
-/* One transaction of up to `limit' rows: returns the rows done (the
- * limit when more may be due), 0 when none was due, or -1 when the
- * connection broke. */
+/* One batch of up to `limit' rows: returns the rows done (the limit
+ * when more may be due), 0 when none was due, or -1 when the connection
+ * broke. */
 static int
 runner_batch(struct runner *r, int stage, int limit)
 {
-	struct db_res	*rows;
+	struct db_res	*rows, *report;
 	struct stage_ctx ctx;
 	struct buf	 ids = { 0 }, nexts = { 0 };
 	struct runner_done { long long post; const char *next; } *done;
-	int		 n, i, rc = 0;
+	long long	 token = runner_token();
+	int		 n, i, more, rc = 0;
 
-	if ((rows = runner_claim(r, stage, limit)) == NULL)
+	if ((rows = runner_claim(r, stage, limit, token, &report)) == NULL)
 		return -1;
+	more = runner_claim_report(stage, report);
+	db_res_free(report);
 	if ((n = db_res_rows(rows)) == 0) {
 		db_res_free(rows);
-		return db_cmd(r->db, "COMMIT", NULL) == 0 ? 0 : -1;
+		if (db_cmd(r->db, "COMMIT", NULL) == -1)
+			return -1;
+		return more ? limit : 0;
 	}
 	if ((done = calloc(n, sizeof(*done))) == NULL) {
 		log_error("runner_out_of_memory", "stage=%s rows=%d",
@@ -276,14 +373,27 @@ runner_batch(struct runner *r, int stage, int limit)
 		    stage_defs[stage].name, done[k].post, done[k].next);
 	free(done);
 	if (i == n && rc == 0)
-		return n;
+		return more ? limit : n;
 	db_batch_reset(r->writes);
 	if (!db_ok(r->db))
 		return -1;
 	if (i == n && n > 1) {
 		/* A deferred statement failed and it is not known whose:
-		 * go through the rows one by one to find out. */
-		(void)db_cmd(r->db, "ROLLBACK", NULL);
+		 * hand the rows back and go through them one by one to
+		 * find out. */
+		struct db_params p;
+		const struct db_params *params[] = { NULL, &p };
+		const char *sql[] = { "ROLLBACK",
+		    "SELECT quire.queue_release($1)" };
+		struct db_res *res;
+		char tok[24];
+
+		db_params_init(&p);
+		db_param_int(&p, tok, token);
+		if ((res = db_exec_pipeline(r->db, 2, sql, params,
+		    DB_TEXT)) == NULL)
+			return -1;
+		db_res_free(res);
 		for (int k = 0; k < n; k++)
 			if (runner_batch(r, stage, 1) == -1)
 				return -1;
@@ -291,7 +401,7 @@ runner_batch(struct runner *r, int stage, int limit)
 	}
 	if (i == n)
 		stage_errorf(&ctx, "%s", db_error(r->db));
-	runner_fail_row(r, stage, &ctx);
+	runner_fail_row(r, stage, &ctx, token);
 	/* The rest of the batch was rolled back and is due now: report a
 	 * full batch so that the caller claims again. */
 	return db_ok(r->db) ? limit : -1;

@@ -30,7 +30,7 @@ struct stage_ctx {
 	struct db	*db;
 	long long	 queue_id;
 	long long	 post_id;
-	int		 attempts;
+	int		 attempts;	/* tries of the row, this one too */
 	struct post	*post;
 	struct list_conf *list;
 	const char	*next;		/* next stage, or NULL: done */

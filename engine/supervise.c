@@ -166,6 +166,7 @@ engine_configure(struct engine *e, struct cli *c)
 	e->runner.max_attempts = opt_int(c, "--max-attempts", 5);
 	e->runner.batch = opt_int(c, "--batch", 32);
 	e->runner.retry_backoff = opt_int(c, "--stage-backoff", 1);
+	e->runner.claim_lease = opt_int(c, "--claim-lease", 10);
 	e->out.helo = e->intake.hostname;
 	e->out.connections = opt_int(c, "--out-connections", 4);
 	e->out.lease = opt_int(c, "--lease", env_int("QUIRE_LEASE", 600));

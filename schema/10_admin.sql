@@ -87,8 +87,10 @@ CREATE OR REPLACE FUNCTION quire.queue_retry(queue_id bigint)
 RETURNS boolean LANGUAGE sql AS $$
 	WITH back AS (
 		UPDATE quire.queue q
-		   SET stage = q.failed_stage, attempts = 0, failed_stage = NULL,
-		       last_error = NULL, not_before = now()
+		   SET stage = q.failed_stage, attempts = 0, crashes = 0,
+		       failed_stage = NULL, last_error = NULL,
+		       claim_token = NULL, claimed_by = NULL,
+		       claimed_until = NULL, not_before = now()
 		 WHERE q.id = queue_id AND q.stage = 'shunt'
 		RETURNING q.post_id),
 	post AS (
@@ -98,7 +100,8 @@ RETURNS boolean LANGUAGE sql AS $$
 	SELECT count(*) > 0 FROM back
 $$;
 COMMENT ON FUNCTION quire.queue_retry(bigint) IS
-    'send a shunted row back to the stage it failed in';
+    'send a shunted row back to the stage it failed in, its tries and '
+    'crashes counted from zero again';
 
 -- Set one list setting by name; the name must be a column of quire.list
 -- (other than its keys), and the value is cast by PostgreSQL to the

@@ -19,29 +19,36 @@ COMMENT ON VIEW quire.list_settings IS
 DROP VIEW IF EXISTS quire.queue_depth CASCADE;
 CREATE VIEW quire.queue_depth AS
 SELECT q.stage, count(*) AS rows,
-       count(*) FILTER (WHERE q.not_before <= now()) AS due,
+       count(*) FILTER (WHERE q.not_before <= now()
+		AND (q.claimed_until IS NULL OR q.claimed_until <= now()))
+	   AS due,
        max(now() - q.created_at) AS oldest,
-       max(q.attempts) AS most_attempts
+       max(q.attempts) AS most_attempts,
+       count(*) FILTER (WHERE q.claimed_until > now()) AS in_flight,
+       count(*) FILTER (WHERE q.crashes > 0) AS crashed
   FROM quire.queue q GROUP BY q.stage
 UNION ALL
 SELECT 'out', count(*), count(*) FILTER (WHERE d.not_before <= now()
 		AND d.state = 'queued'),
-       max(now() - d.created_at), max(d.attempts)
+       max(now() - d.created_at), max(d.attempts),
+       count(*) FILTER (WHERE d.state = 'leased'), NULL
   FROM quire.delivery d HAVING count(*) > 0;
 COMMENT ON VIEW quire.queue_depth IS
     'rows waiting per stage (out: copies not yet handed to the relay), '
-    'how many are due, and the age of the oldest';
+    'how many are due, the age of the oldest, how many a runner holds '
+    'now, and how many had a runner die on them';
 
 DROP VIEW IF EXISTS quire.shunted CASCADE;
 CREATE VIEW quire.shunted AS
 SELECT q.id AS queue_id, q.post_id, ls.fqdn_listname AS list,
-       q.failed_stage, q.attempts, q.last_error, p.sender, p.subject,
-       q.created_at
+       q.failed_stage, q.attempts, q.crashes, q.last_error, p.sender,
+       p.subject, q.created_at, q.claimed_by AS last_claimed_by
   FROM quire.queue q JOIN quire.post p ON p.id = q.post_id
   JOIN quire.list_settings ls ON ls.id = p.list_id
  WHERE q.stage = 'shunt';
 COMMENT ON VIEW quire.shunted IS
-    'messages a stage failed on too often, with the reason; '
+    'messages a stage failed on too often, with the reason, the tries '
+    'and how many of them crashed their runner; '
     'quire.queue_retry(queue_id) sends one back';
 
 DROP VIEW IF EXISTS quire.held CASCADE;
