@@ -16,8 +16,11 @@
  * The try is counted in a transaction of its own, before the stage
  * runs, because a stage that kills the process or its database session
  * takes its own transaction down with it.  A row still carrying a token
- * when its lease has run out was being worked when its runner died:
- * the next claim counts that as a crash and tries the row again alone,
+ * whose claiming session is gone (the server pid it recorded no longer
+ * exists: at once after a kill, after the keepalives for a lost host) or
+ * whose lease has run out (a pooler kept the session alive) was being
+ * worked when its runner died: the next claim, usually the restarted
+ * runner's first scan, counts that as a crash and tries the row alone,
  * so that the other rows of the dead batch are not blamed a second
  * time, and shunts it instead once its tries are spent.  The claim's
  * commit need not wait for the disk (the session runs with
@@ -25,8 +28,8 @@
  * everything after it, and costs one more try at most.
  *
  * Several runners on several hosts can serve the same stage: the claim
- * takes due rows FOR UPDATE SKIP LOCKED and skips rows whose lease has
- * not run out, so each row is counted by one claim, and the batch locks
+ * takes due rows FOR UPDATE SKIP LOCKED and skips rows whose claim is
+ * still live, so each row is counted by one claim, and the batch locks
  * only rows that still carry its own token, so a row is worked by one
  * runner.  If a stage fails on a row, the batch is rolled back and the
  * failure recorded on that row alone (quire.queue_fail), which retries

@@ -7,6 +7,7 @@ ALTER TABLE quire.queue
 	ADD COLUMN crashes integer NOT NULL DEFAULT 0,
 	ADD COLUMN claim_token bigint,
 	ADD COLUMN claimed_by text,
+	ADD COLUMN claimed_pid integer,
 	ADD COLUMN claimed_until timestamptz;
 
 COMMENT ON COLUMN quire.queue.attempts IS
@@ -22,6 +23,11 @@ COMMENT ON COLUMN quire.queue.claim_token IS
     'when its runner died';
 COMMENT ON COLUMN quire.queue.claimed_by IS
     'application_name of the runner that claimed the row last';
+COMMENT ON COLUMN quire.queue.claimed_pid IS
+    'server pid of the claiming session: once that session is gone the '
+    'claim is void at once, without waiting for claimed_until';
 COMMENT ON COLUMN quire.queue.claimed_until IS
-    'no other runner claims the row before this; after a crash it is '
-    'when the row is tried again';
+    'no other runner claims the row before this while the claiming '
+    'session lives; after a crash seen only by its lease (a pooler kept '
+    'the session, or the pid was reused) it is when the row is tried '
+    'again';

@@ -80,7 +80,9 @@ BEGIN
 		       q.claim_token IS NOT NULL AS crashed
 		  FROM quire.queue q
 		 WHERE q.stage = stage_name AND q.not_before <= now()
-		   AND (q.claimed_until IS NULL OR q.claimed_until <= now())
+		   AND (q.claimed_until IS NULL OR q.claimed_until <= now()
+		     OR NOT EXISTS (SELECT 1
+			   FROM pg_catalog.pg_stat_get_activity(q.claimed_pid)))
 		 ORDER BY q.id LIMIT n
 		   FOR UPDATE SKIP LOCKED),
 	suspect AS (
@@ -116,6 +118,7 @@ BEGIN
 		   SET attempts = q.attempts + 1,
 		       crashes = q.crashes + r.crashed::integer,
 		       claim_token = token, claimed_by = claimer,
+		       claimed_pid = pg_catalog.pg_backend_pid(),
 		       claimed_until = now() + lease
 		  FROM run r WHERE q.id = r.id
 		RETURNING q.id, q.post_id, q.attempts, q.crashes, r.crashed),

@@ -519,6 +519,14 @@ class CrashTest(EngineTest):
         self.assertEqual([(p, s) for p, s in exits
                           if p not in killed or s != "9"], [])
         self.assertEqual(alarms, [])
+        # A row is blamed for a crash only when a runner holding it was
+        # killed, so never more often than runners were.
+        runner_kills = kills["pipeline"] + kills["engine"]
+        print("crash: rows blamed for a kill=%d (most blames on one row: "
+              "%d, of %d runner kills)" % (
+                  len(self.crashed), max(self.crashed, default=0),
+                  runner_kills))
+        self.assertLessEqual(max(self.crashed, default=0), runner_kills)
         # A batch with no record line was leased by an out worker that
         # was killed before it wrote one.
         self.assertEqual(set(ended) - set(leased), set())
@@ -541,6 +549,7 @@ class CrashTest(EngineTest):
         ended = {}                  # token -> its record line
         exits = []                  # (worker pid, signal)
         alarms = []
+        self.crashed = []           # crashes counted on a row, per line
         for e in self.engines:
             for line in e.log_text().splitlines():
                 f = fields(line)
@@ -555,6 +564,11 @@ class CrashTest(EngineTest):
                         alarms.append(line)
                 elif ev == "worker_exited":
                     exits.append((int(f["worker_pid"]), f["signal"]))
+                    continue
+                elif ev == "stage_crashed":
+                    # A killed runner's rows are blamed when they are
+                    # claimed again; checked against the kills below.
+                    self.crashed.append(int(f["crashes"]))
                     continue
                 if f.get("level") not in ("debug", "info") or \
                         "Sanitizer" in line or "runtime error:" in line:
