@@ -43,6 +43,12 @@
  * scans every stage it serves, because notifications sent while it was
  * away are lost (runner_scanned logs the rows that first round did).
  *
+ * XXX Rows a runner on a lost host had claimed are free once the server
+ * ends its session (keepalives, tcp_user_timeout), but nothing wakes
+ * the other runners: they find the rows at their next notification, or
+ * at a due-timer armed only if they saw the claim, so after the last
+ * post of a burst such rows can wait for the next post.
+ *
  * SIGTERM (stop.h) is looked at between transactions: the runner ends
  * the one it is in, so a stop leaves no commit whose outcome is unknown.
  */
