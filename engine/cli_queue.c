@@ -327,11 +327,16 @@ cli_archive(struct cli *c)
 #define STATUS_QUEUES \
     "SELECT s.stage, coalesce(d.rows, 0) AS rows," \
     " coalesce(d.due, 0) AS due," \
+    " coalesce(d.in_flight, 0) AS in_flight," \
     " date_trunc('second', d.oldest) AS oldest," \
-    " coalesce(d.most_attempts, 0) AS most_attempts" \
-    " FROM unnest(ARRAY['in', 'posting', 'decorate', 'archive', 'out'," \
-    " 'shunt']) WITH ORDINALITY AS s(stage, n)" \
-    " LEFT JOIN quire.queue_depth d USING (stage) ORDER BY s.n"
+    " coalesce(d.most_attempts, 0) AS most_attempts," \
+    " coalesce(d.crashed, 0) AS crashed" \
+    " FROM (SELECT * FROM unnest(ARRAY['in', 'posting', 'decorate'," \
+    " 'archive', 'out', 'shunt']) WITH ORDINALITY AS k(stage, n)" \
+    " UNION ALL SELECT q.stage, 100 FROM quire.queue_depth q" \
+    " WHERE q.stage NOT IN ('in', 'posting', 'decorate', 'archive'," \
+    " 'out', 'shunt')) s" \
+    " LEFT JOIN quire.queue_depth d USING (stage) ORDER BY s.n, s.stage"
 #define STATUS_STUCK \
     "SELECT what, stage, post_id, list," \
     " date_trunc('second', now() - since) AS age, attempts," \

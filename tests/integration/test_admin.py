@@ -310,6 +310,10 @@ class StatusTest(EngineTest):
         post(self.engine, crlf(b"From: slow@example.com\nSubject: "
                                b"deferred\n\nbody\n"),
              sender="slow@example.com")
+        # A stage that only some engines serve is listed too.
+        post(self.engine, crlf(b"From: slow@example.com\nSubject: "
+                               b"help\n\nhelp\n"),
+             sender="slow@example.com", rcpt="bench-request@example.org")
         wait_for("a deferred copy", lambda: self.db.scalar(
             "SELECT count(*) FROM quire.delivery WHERE attempts = 1 "
             "AND state = 'queued'") == "1")
@@ -329,10 +333,14 @@ class StatusTest(EngineTest):
             (host, "out", "1")])
         self.assertEqual(len(set(pids)), 3)
         queues = [l.split("\t") for l in parts[1].splitlines()[2:]]
-        self.assertEqual([(q[0], q[1], q[2]) for q in queues], [
-            ("in", "0", "0"), ("posting", "0", "0"),
-            ("decorate", "0", "0"), ("archive", "0", "0"),
-            ("out", "1", "0"), ("shunt", "0", "0")])
+        self.assertEqual(parts[1].splitlines()[1],
+                         "stage\trows\tdue\tin_flight\toldest\t"
+                         "most_attempts\tcrashed")
+        self.assertEqual([(q[0], q[1], q[2], q[3]) for q in queues], [
+            ("in", "0", "0", "0"), ("posting", "0", "0", "0"),
+            ("decorate", "0", "0", "0"), ("archive", "0", "0", "0"),
+            ("out", "1", "0", "0"), ("shunt", "0", "0", "0"),
+            ("command", "1", "1", "0")])
         self.assertEqual(parts[2].splitlines()[1:],
                          ["held\tshunted\tcopies_waiting\tsent_last_minute"
                           "\tdeferred_last_minute", "1\t0\t1\t0\t1"])
