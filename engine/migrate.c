@@ -5,10 +5,20 @@
  * its own transaction with its row in quire.schema_migration; then every
  * file of schema/ is re-applied in one transaction.  An advisory lock
  * makes engines on several hosts that migrate at once take turns.
+ *
+ * Engines may be running meanwhile.  The schema takes its tables' locks
+ * one by one (a trigger on quire.queue, then one on quire.post) while an
+ * LMTP accept takes them the other way round, so the two can deadlock,
+ * and the server may pick the engine's transaction to fail: an LMTP 451,
+ * or a stage try counted as failed.  Each transaction here therefore
+ * waits for a lock at most MIGRATE_LOCK_WAIT, well under the server's
+ * deadlock_timeout (1 s by default), and gives way: it is rolled back
+ * and run again, so that the engines' work goes on.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "db.h"
 #include "log.h"
@@ -16,6 +26,8 @@
 #include "sql.h"
 
 #define MIGRATE_LOCK	"7418323"	/* any constant, shared by all */
+#define MIGRATE_LOCK_WAIT "100ms"
+#define MIGRATE_TRIES	200		/* 100 ms apart, and the waits */
 
 static const char migrate_bootstrap[] =
     "CREATE SCHEMA IF NOT EXISTS quire;"
@@ -46,6 +58,34 @@ migrate_applied(struct db *db, int version)
 }
 
 static int
+migrate_begin(struct db *db)
+{
+	if (db_cmd(db, "BEGIN", NULL) == -1)
+		return -1;
+	return db_cmd(db, "SET LOCAL lock_timeout = '" MIGRATE_LOCK_WAIT "'",
+	    NULL);
+}
+
+/* After a failed transaction: 0 when it lost a lock to a running engine
+ * (rolled back, to be run again after a pause), -1 otherwise. */
+static int
+migrate_give_way(struct db *db, const char *file, int tries)
+{
+	const char	*state = db_sqlstate(db);
+	struct timespec	 pause = { 0, 100 * 1000 * 1000 };
+
+	if (tries >= MIGRATE_TRIES || (strcmp(state, "55P03") != 0 &&
+	    strcmp(state, "40P01") != 0))
+		return -1;
+	log_info("migrate_gave_way", "file=%s try=%d reason=%s", file, tries,
+	    log_q(db_error(db)));
+	if (db_cmd(db, "ROLLBACK", NULL) == -1)
+		return -1;
+	nanosleep(&pause, NULL);
+	return 0;
+}
+
+static int
 migrate_one(struct db *db, const struct sql_file *f)
 {
 	struct db_params p;
@@ -61,9 +101,14 @@ migrate_one(struct db *db, const struct sql_file *f)
 	db_params_init(&p);
 	db_param_int(&p, v, version);
 	db_param_text(&p, f->name);
-	if (db_cmd(db, "BEGIN", NULL) == -1 || db_script(db, f->text) == -1 ||
-	    db_cmd(db, "INSERT INTO quire.schema_migration (version, name) "
-	    "VALUES ($1, $2)", &p) == -1 || db_cmd(db, "COMMIT", NULL) == -1) {
+	for (int tries = 1; ; tries++) {
+		if (migrate_begin(db) == 0 && db_script(db, f->text) == 0 &&
+		    db_cmd(db, "INSERT INTO quire.schema_migration (version, "
+		    "name) VALUES ($1, $2)", &p) == 0 &&
+		    db_cmd(db, "COMMIT", NULL) == 0)
+			break;
+		if (migrate_give_way(db, f->name, tries) == 0)
+			continue;
 		log_error("migrate_failed", "file=%s reason=%s", f->name,
 		    log_q(db_error(db)));
 		(void)db_cmd(db, "ROLLBACK", NULL);
@@ -76,17 +121,23 @@ migrate_one(struct db *db, const struct sql_file *f)
 static int
 migrate_schema(struct db *db)
 {
-	if (db_cmd(db, "BEGIN", NULL) == -1)
+	for (int tries = 1; ; tries++) {
+		const struct sql_file *f = sql_schema;
+		int rc = migrate_begin(db);
+
+		while (rc == 0 && f->name != NULL && (rc = db_script(db,
+		    f->text)) == 0)
+			f++;
+		if (rc == 0 && db_cmd(db, "COMMIT", NULL) == 0)
+			return 0;
+		if (migrate_give_way(db, f->name ? f->name : "schema",
+		    tries) == 0)
+			continue;
+		log_error("migrate_failed", "file=%s reason=%s",
+		    f->name ? f->name : "schema", log_q(db_error(db)));
+		(void)db_cmd(db, "ROLLBACK", NULL);
 		return -1;
-	for (const struct sql_file *f = sql_schema; f->name; f++) {
-		if (db_script(db, f->text) == -1) {
-			log_error("migrate_failed", "file=%s reason=%s",
-			    f->name, log_q(db_error(db)));
-			(void)db_cmd(db, "ROLLBACK", NULL);
-			return -1;
-		}
 	}
-	return db_cmd(db, "COMMIT", NULL);
 }
 
 int

@@ -18,6 +18,13 @@
  * can get a copy twice, and it is bounded by one batch.  Nothing else is
  * re-sent: finished copies have left the delivery table.
  *
+ * While a batch is in flight its worker renews the lease every third of
+ * --lease, so a relay that is slow but within --smtp-timeout (a VERP
+ * batch is up to 50 transactions, each with its own timeouts) does not
+ * let another runner, or this one's next slot, take the batch over and
+ * send it again while its answer is still coming.  A worker that dies,
+ * is frozen or is cut off renews nothing, and its lease runs out.
+ *
  * The process sleeps on LISTEN quire_out and on one timer for the
  * earliest retry or lease expiry.  On SIGTERM (stop.h) it claims no
  * more and returns once the batches in flight are recorded, so a stop
@@ -79,6 +86,7 @@ struct out {
 	struct event	*ev_db;
 	struct event	*ev_due;
 	struct event	*ev_pump;	/* claim for the next idle slot */
+	struct event	*ev_renew;	/* leases of the batches in flight */
 	struct out_msg	*cache;
 	struct out_slot	 slots[OUT_MAX_CONNS];
 	int		 nslots;
@@ -423,6 +431,65 @@ out_record(struct out *o, struct out_batch *b)
 	buf_free(&replies);
 }
 
+static int
+out_in_flight(const struct out *o)
+{
+	int	 n = 0;
+
+	for (int i = 0; i < o->nslots; i++)
+		n += o->slots[i].batch != NULL;
+	return n;
+}
+
+/* Every third of --lease while a batch is in flight. */
+static void
+out_renew_arm(struct out *o)
+{
+	struct timeval	 tv;
+
+	tv.tv_sec = o->cfg->lease / 3;
+	tv.tv_usec = o->cfg->lease % 3 * 333333;
+	if (tv.tv_sec == 0 && tv.tv_usec == 0)
+		tv.tv_usec = 333333;
+	evtimer_add(o->ev_renew, &tv);
+}
+
+/* Push out the lease of every batch in flight, under its own token: a
+ * lease another runner took over after it ran out stays theirs. */
+static void
+out_renew(evutil_socket_t fd, short what, void *arg)
+{
+	struct out	*o = arg;
+	struct buf	 tokens = { 0 };
+	struct db_params p;
+	char		 lease[32];
+	int		 n = 0, rc = 0;
+
+	(void)fd;
+	(void)what;
+	rc |= buf_adds(&tokens, "{");
+	for (int i = 0; i < o->nslots; i++)
+		if (o->slots[i].batch != NULL)
+			rc |= buf_addf(&tokens, "%s%s", n++ ? "," : "",
+			    o->slots[i].batch->token);
+	rc |= buf_adds(&tokens, "}");
+	if (n > 0 && rc == 0 && o->db != NULL && db_ok(o->db)) {
+		snprintf(lease, sizeof(lease), "%d seconds", o->cfg->lease);
+		db_params_init(&p);
+		db_param_text(&p, tokens.p);
+		db_param_text(&p, lease);
+		if (db_cmd(o->db, "UPDATE quire.delivery"
+		    " SET lease_until = now() + $2::interval"
+		    " WHERE lease_token = ANY ($1::uuid[])"
+		    "   AND state = 'leased'", &p) == -1)
+			log_warn("delivery_lease_unrenewed", "batches=%d "
+			    "reason=%s", n, log_q(db_error(o->db)));
+	}
+	buf_free(&tokens);
+	if (n > 0)
+		out_renew_arm(o);
+}
+
 static void
 out_on_sent(void *arg, struct smtp_txn *txns, size_t ntxns)
 {
@@ -444,6 +511,9 @@ out_on_sent(void *arg, struct smtp_txn *txns, size_t ntxns)
 		    "reason=\"database connection lost\"", b->msg->post_id,
 		    b->token, b->n);
 	out_batch_free(o, b);
+	/* An idle worker sleeps without a timer. */
+	if (out_in_flight(o) == 0)
+		evtimer_del(o->ev_renew);
 	out_pump(o);
 }
 
@@ -491,6 +561,8 @@ out_start(struct out *o, struct out_slot *s)
 		out_batch_free(o, b);
 		return 0;
 	}
+	if (!evtimer_pending(o->ev_renew, NULL))
+		out_renew_arm(o);
 	return 1;
 }
 
@@ -672,6 +744,7 @@ out_main(const struct out_config *cfg)
 	}
 	o.ev_due = evtimer_new(o.base, out_on_due, &o);
 	o.ev_pump = event_new(o.base, -1, 0, out_on_due, &o);
+	o.ev_renew = evtimer_new(o.base, out_renew, &o);
 	if (stop_watch(o.base, out_on_stop, &o) == -1)
 		return -1;
 	out_connect(&o);
