@@ -338,7 +338,12 @@ runner_batch(struct runner *r, int stage, int limit)
 	struct db_res	*rows, *report;
 	struct stage_ctx ctx;
 	struct buf	 ids = { 0 }, nexts = { 0 };
-	struct runner_done { long long post; const char *next; } *done;
+	struct runner_done {
+		long long	 post;
+		const char	*next;
+		const char	*event;
+		char		 fields[sizeof(ctx.event_fields)];
+	} *done;
 	long long	 token = runner_token();
 	int		 n, i, more, rc = 0;
 
@@ -369,6 +374,9 @@ runner_batch(struct runner *r, int stage, int limit)
 		    ctx.next ? ctx.next : "NULL");
 		done[i].post = ctx.post_id;
 		done[i].next = ctx.next ? ctx.next : "-";
+		done[i].event = ctx.event;
+		memcpy(done[i].fields, ctx.event_fields,
+		    sizeof(done[i].fields));
 	}
 	db_res_free(rows);
 	if (i == n && rc == 0)
@@ -377,9 +385,12 @@ runner_batch(struct runner *r, int stage, int limit)
 	buf_free(&nexts);
 	/* Only once committed: a batch rolled back is done again, and a
 	 * line per row that took effect is what a reader counts on. */
-	for (int k = 0; i == n && rc == 0 && k < n; k++)
+	for (int k = 0; i == n && rc == 0 && k < n; k++) {
+		if (done[k].event != NULL)
+			log_info(done[k].event, "%s", done[k].fields);
 		log_debug("stage_done", "stage=%s post=%lld next=%s",
 		    stage_defs[stage].name, done[k].post, done[k].next);
+	}
 	free(done);
 	if (i == n && rc == 0)
 		return more ? limit : n;

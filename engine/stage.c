@@ -50,6 +50,17 @@ stage_advance(struct stage_ctx *ctx, const char *next)
 	return 0;
 }
 
+void
+stage_event(struct stage_ctx *ctx, const char *event, const char *fmt, ...)
+{
+	va_list	 ap;
+
+	ctx->event = event;
+	va_start(ap, fmt);
+	vsnprintf(ctx->event_fields, sizeof(ctx->event_fields), fmt, ap);
+	va_end(ap);
+}
+
 int
 stage_finish(struct stage_ctx *ctx)
 {
@@ -79,7 +90,8 @@ stage_settle(struct stage_ctx *ctx, const char *status, const char *reason)
 	if (stage_write(ctx, "UPDATE quire.post SET status = $2, reason = $3"
 	    " WHERE id = $1", &p) == -1)
 		return -1;
-	log_info(strcmp(status, "held") == 0 ? "post_held" : "post_discarded",
-	    "post=%lld reason=%s", ctx->post_id, log_q(reason));
+	stage_event(ctx, strcmp(status, "held") == 0 ? "post_held" :
+	    "post_discarded", "post=%lld reason=%s", ctx->post_id,
+	    log_q(reason));
 	return stage_finish(ctx);
 }

@@ -36,6 +36,10 @@ struct stage_ctx {
 	const char	*next;		/* next stage, or NULL: done */
 	struct db_batch	*writes;	/* sent with the COMMIT */
 	char		 error[256];
+	/* What the row's outcome was, logged by the runner only once the
+	 * batch has committed: a batch rolled back is done again. */
+	const char	*event;
+	char		 event_fields[192];
 };
 
 typedef int	(*stage_fn)(struct stage_ctx *);
@@ -50,6 +54,10 @@ extern const struct stage_def stage_defs[STAGE_COUNT];
 
 /* Index of a stage by name, or -1. */
 int	stage_lookup(const char *);
+
+/* Log event, with key=value fields, if and when the batch commits. */
+void	stage_event(struct stage_ctx *, const char *event, const char *fmt,
+	    ...) __attribute__((format(printf, 3, 4)));
 
 /* The row moves to stage `next' at commit. */
 int	stage_advance(struct stage_ctx *, const char *next);

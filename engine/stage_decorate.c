@@ -68,7 +68,7 @@ decorate_fanout(struct stage_ctx *ctx, const struct post *p,
 	    &prm, DB_TEXT);
 	if (r == NULL)
 		return stage_db_error(ctx, "fan out");
-	log_info("post_released", "post=%lld list=%s recipients=%s",
+	stage_event(ctx, "post_released", "post=%lld list=%s recipients=%s",
 	    ctx->post_id, l->fqdn, db_res_cmd_tuples(r));
 	db_res_free(r);
 	return 0;

@@ -113,6 +113,9 @@ class ShuntTest(EngineTest):
         log = self.engine.log_text()
         self.assertEqual(log.count("event=stage_failed"), 2)
         self.assertEqual(log.count("event=post_shunted"), 1)
+        # Only the fine post was released: a batch rolled back for the
+        # poison logs nothing for the rows that were done again.
+        self.assertEqual(log.count("event=post_released"), 1)
         self.assertEqual(self.db.scalar(
             "SELECT status FROM quire.post WHERE subject = 'poison'"),
             "shunted")
