@@ -43,11 +43,12 @@
  * scans every stage it serves, because notifications sent while it was
  * away are lost (runner_scanned logs the rows that first round did).
  *
- * XXX Rows a runner on a lost host had claimed are free once the server
- * ends its session (keepalives, tcp_user_timeout), but nothing wakes
- * the other runners: they find the rows at their next notification, or
- * at a due-timer armed only if they saw the claim, so after the last
- * post of a burst such rows can wait for the next post.
+ * Rows a runner on a lost host had claimed are free once the server
+ * ends its session (keepalives, tcp_user_timeout), and nothing announces
+ * that: so while a row of its stages is due but held by another
+ * session, a runner looks again every --claim-lease.  A lost host's
+ * rows are thus taken over within the server's detection time plus
+ * --claim-lease, also when no new post comes.
  *
  * SIGTERM (stop.h) is looked at between transactions: the runner ends
  * the one it is in, so a stop leaves no commit whose outcome is unknown.
@@ -433,6 +434,7 @@ runner_arm_timer(struct runner *r)
 	struct db_params p;
 	struct db_res	*res;
 	struct buf_names { char s[128]; } names;
+	char		 recheck[32];
 	struct timeval	 tv;
 	double		 due;
 	size_t		 o = 0;
@@ -443,9 +445,15 @@ runner_arm_timer(struct runner *r)
 			o += snprintf(names.s + o, sizeof(names.s) - o, "%s%s",
 			    o > 1 ? "," : "", stage_defs[s].name);
 	snprintf(names.s + o, sizeof(names.s) - o, "}");
+	/* Rows due but held by another session are looked at again
+	 * after a claim's lease: they may be a lost host's. */
+	snprintf(recheck, sizeof(recheck), "%d seconds",
+	    r->cfg->claim_lease > 1 ? r->cfg->claim_lease : 1);
 	db_params_init(&p);
 	db_param_text(&p, names.s);
-	res = db_exec(r->db, "SELECT quire.queue_next_due($1)", &p, DB_TEXT);
+	db_param_text(&p, recheck);
+	res = db_exec(r->db, "SELECT quire.queue_next_due($1, $2)", &p,
+	    DB_TEXT);
 	if (res == NULL)
 		return;
 	evtimer_del(r->ev_due);

@@ -189,19 +189,32 @@ COMMENT ON FUNCTION quire.queue_fail(bigint, text, integer, interval) IS
     'record a failed try; at max_attempts the row moves to stage shunt '
     'and its post is marked shunted with the reason';
 
--- Seconds until the earliest future row of the given stages (a retry's
--- backoff, or a claim's lease: a crashed row is tried again when its
--- lease runs out), or NULL.
-CREATE OR REPLACE FUNCTION quire.queue_next_due(stages text[])
+-- Seconds until a runner of the given stages should look again, or NULL
+-- when nothing there waits: the earliest future row (a retry's backoff,
+-- or a claim's lease: a crashed row is tried again when its lease runs
+-- out), or `recheck' from now when a row is due but the runner asking
+-- could not take it.  Such a row is held by another session: a batch in
+-- progress, or the claim or batch of a runner whose host was cut off,
+-- which nobody announces when the server ends that session.  Looking
+-- again every `recheck' while such rows exist bounds the takeover of a
+-- lost host's rows without any wake-up when the queue is empty.
+DROP FUNCTION IF EXISTS quire.queue_next_due(text[]);
+CREATE OR REPLACE FUNCTION quire.queue_next_due(stages text[],
+    recheck interval DEFAULT NULL)
 RETURNS double precision LANGUAGE plpgsql STABLE AS $$
 BEGIN
-	RETURN (SELECT extract(epoch FROM min(greatest(q.not_before,
-		    q.claimed_until)) - now())
+	RETURN (SELECT extract(epoch FROM min(CASE
+		    WHEN greatest(q.not_before, q.claimed_until) > now()
+		    THEN greatest(q.not_before, q.claimed_until)
+		    ELSE now() + recheck END) - now())
 		  FROM quire.queue q
-		 WHERE q.stage = ANY (stages)
-		   AND (q.not_before > now() OR q.claimed_until > now()));
+		 WHERE q.stage = ANY (stages));
 END
 $$;
+COMMENT ON FUNCTION quire.queue_next_due(text[], interval) IS
+    'seconds until a runner of these stages has something to look at: '
+    'the next retry or claim expiry, or recheck when a due row is held '
+    'by another session; NULL when none of their rows waits';
 
 -- Copies of a deleted post (a list deleted, say) go with it.
 CREATE OR REPLACE FUNCTION quire.post_delete_copies()

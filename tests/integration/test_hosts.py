@@ -9,8 +9,9 @@
 
 2. One engine runs in a network namespace of its own and reaches the
    database and its relay over a veth pair.  The link is cut while that
-   engine holds claimed queue rows and a delivery lease; the other
-   engines take its work over within a stated bound, nothing is lost,
+   engine holds claimed queue rows and a delivery lease, and no post
+   comes while it is away; the other engines take its work over within
+   a stated bound, nothing is lost,
    and once the link is back the cut-off engine sends nothing again but
    the one batch whose lease ran out while the relay's answer was on
    its way.
@@ -112,12 +113,13 @@ class Stream(threading.Thread):
     one, as an MTA would (the engine recognises a retry of a post that
     had committed)."""
 
-    def __init__(self, targets, count=None, pause=0.02):
+    def __init__(self, targets, count=None, pause=0.02, first=1):
         super().__init__(daemon=True)
         self.targets = targets
         self.count = count
         self.pause = pause
-        self.sent = 0
+        self.first = first
+        self.sent = first - 1   # the last post accepted
         self.retries = 0
         self.replies = []
         self.halt = threading.Event()
@@ -151,7 +153,7 @@ class Stream(threading.Thread):
 
     def run(self):
         try:
-            seq = 0
+            seq = self.first - 1
             while not self.halt.is_set() and (self.count is None or
                                               seq < self.count):
                 seq += 1
@@ -323,6 +325,88 @@ class HostsTest(unittest.TestCase):
             "%s %d" % s for s in stops))
 
 
+class HeldRowTest(harness.EngineTest):
+    """Rows held by a session that then vanishes, as a lost host's would:
+    one under a claim still in flight (uncommitted), one under a claim
+    that committed and a batch that holds its lock.  Nothing announces
+    their release and no post follows, yet an idle engine takes both
+    within --claim-lease of the server ending that session."""
+
+    CLAIM_LEASE = 2
+    engine_args = ("--claim-lease", str(CLAIM_LEASE))
+    LIST = "held@hosts.example"
+
+    def inject(self, seq):
+        path = tempfile.mktemp(prefix="quire-held-")
+        with open(path, "wb") as f:
+            f.write(post_bytes(seq).replace(LIST.encode(),
+                                            self.LIST.encode()))
+        out = quire(self.db, "inject", self.LIST, path).stdout.decode()
+        os.unlink(path)
+        m = re.fullmatch(r"queued as post (\d+)\n", out)
+        self.assertIsNotNone(m, out)
+        return self.db.scalar("SELECT id FROM quire.queue WHERE post_id ="
+                              " :'v1'", m.group(1))
+
+    def test_rows_of_a_vanished_session_are_taken_without_traffic(self):
+        self.make_list(self.LIST, ["m0@d0.example"])
+        in_flight, committed = self.inject(1), self.inject(2)
+        holder = subprocess.Popen(
+            ["psql", "-X", "-Atq", "-v", "ON_ERROR_STOP=1", "-d",
+             self.db.conninfo], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE)
+        self.addCleanup(holder.stdout.close)
+        self.addCleanup(holder.stdin.close)
+        self.addCleanup(holder.wait)
+        self.addCleanup(holder.kill)
+        holder.stdin.write((
+            "UPDATE quire.queue SET claim_token = 1, claimed_by = 'lost',"
+            " claimed_pid = pg_backend_pid(),"
+            " claimed_until = now() + interval '1 second',"
+            " attempts = attempts + 1 WHERE id = %s;"
+            "BEGIN;"
+            "SELECT id FROM quire.queue WHERE id = %s FOR UPDATE;"
+            "UPDATE quire.queue SET claim_token = 2 WHERE id = %s;"
+            "SELECT pg_backend_pid();\n" % (
+                committed, committed, in_flight)).encode())
+        holder.stdin.flush()
+        self.assertEqual(holder.stdout.readline(),
+                         committed.encode() + b"\n")
+        pid = holder.stdout.readline().decode().strip()
+
+        engine = self.start_engine()
+        wait_for("the engine's first scan", lambda: "runner_scanned" in
+                 engine.log_text())
+        # Past the committed claim's lease, with both rows still held.
+        wait_for("the claim's lease to run out", lambda: self.db.scalar(
+            "SELECT claimed_until < now() FROM quire.queue WHERE id = "
+            ":'v1'", committed) == "t")
+        time.sleep(self.CLAIM_LEASE / 2)
+        self.assertEqual(self.db.query(
+            "SELECT id, stage FROM quire.queue ORDER BY id"),
+            [[in_flight, "in"], [committed, "in"]])
+        self.assertEqual(self.sink.index(), [])
+
+        self.assertEqual(self.db.scalar(
+            "SELECT pg_terminate_backend(:'v1')", pid), "t")
+        gone = time.monotonic()
+        copies = self.wait_copies(2)
+        took = time.monotonic() - gone
+        self.assertEqual(sorted(int(re.search(
+            rb"hosts-(\d+)@", self.sink.message(c)).group(1))
+            for c in copies), [1, 2])
+        self.assertEqual(self.db.scalar("SELECT count(*) FROM quire.queue"),
+                         "0")
+        crashed = [dict(re.findall(r"(\w+)=(\S*)", l)) for l in
+                   engine.log_text().splitlines()
+                   if "event=stage_crashed" in l]
+        self.assertEqual([(c["queue"], c["attempt"], c["crashes"])
+                          for c in crashed], [(committed, "2", "1")])
+        print("\n  held rows: taken %.1f s after their session ended, "
+              "no post arriving (bound: --claim-lease %d s)" % (
+                  took, self.CLAIM_LEASE))
+
+
 def ip(*args, check=True):
     out = subprocess.run(["ip"] + list(args), capture_output=True)
     if check and out.returncode != 0:
@@ -360,6 +444,7 @@ class PartitionTest(unittest.TestCase):
     MEMBERS = ["p%d@d%d.example" % (i, i % 2) for i in range(9)]
     BATCH = 5           # max_recipients: two batches a post
     LEASE = 10          # --lease of the engine that is cut off
+    CLAIM_LEASE = 10    # --claim-lease of every engine (the default)
     HOLD = 14           # its relay's delay before the 250 of its first batch
     # The server's view of a vanished client: keepalive probes after 2 s
     # of silence, one a second, two unanswered end it (4 s); 4 s for
@@ -523,6 +608,12 @@ class PartitionTest(unittest.TestCase):
             r for r in self.claimed_rows() if "archive" in r[3]] and any(
             "/out" not in a[1] and a[3] == "Lock"
             for a in self.activity()) and self.claimed_rows())
+        # No post comes while the far engine is away: the near engines
+        # take its work over on their own.
+        stream.halt.set()
+        stream.join(harness.WAIT)
+        if stream.error:
+            raise stream.error
         seen = self.activity()
         lease_left = float(far_lease()[0][3])
         self.assertGreater(lease_left, 0, "the lease ran out before the cut")
@@ -573,6 +664,9 @@ class PartitionTest(unittest.TestCase):
         far_lines = len(far.events("stage_done"))
         self.in_ns("link", "set", self.veth_ns, "up")
         back = time.monotonic()
+        stream = Stream(near, pause=0.1, first=stream.sent + 1)
+        stream.start()
+        self.addCleanup(stream.halt.set)
         learned = wait_for(
             "the far engine to learn its batch was taken over",
             lambda: [e["event"] for e in far.events("delivery_lease_lost") +
@@ -643,8 +737,8 @@ class PartitionTest(unittest.TestCase):
               "cut (bound: keepalive %d s + lock wait check 1 s)" % (
                   marks["sessions"], self.SERVER_BOUND - 1))
         print("  its claimed rows were done by a near engine %.1f s after "
-              "the cut (bound: the above, then the next wake-up)" %
-              marks["rows"])
+              "the cut, no post arriving meanwhile (bound: the above + "
+              "--claim-lease %d s)" % (marks["rows"], self.CLAIM_LEASE))
         print("  its leased batch was sent again by %s %.1f s after the "
               "cut; the lease had %.1f s left (bound: --lease %d s from "
               "the claim)" % (",".join(takers), marks["lease"], lease_left,
