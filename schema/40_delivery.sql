@@ -10,18 +10,17 @@ DECLARE
 	pid	bigint;
 	lim	integer;
 BEGIN
-	-- One post a batch: its copies share one message body.
+	-- One post a batch: its copies share one message body.  Copies
+	-- whose runner died or lost its database mid-send come first:
+	-- they have waited a whole lease already, and behind a backlog
+	-- that the relay cannot keep up with they would wait on.
 	SELECT d.post_id INTO pid FROM quire.delivery d
-	 WHERE d.state = 'queued' AND d.not_before <= now()
-	 ORDER BY d.not_before LIMIT 1 FOR UPDATE SKIP LOCKED;
-	-- XXX Expired leases are taken only when no queued copy is due, so
-	-- while the relay cannot keep up a lost runner's batch waits longer
-	-- than its lease.
+	 WHERE d.state = 'leased' AND d.lease_until < now()
+	 ORDER BY d.lease_until LIMIT 1 FOR UPDATE SKIP LOCKED;
 	IF pid IS NULL THEN
-		-- Copies whose runner died or lost its database mid-send.
 		SELECT d.post_id INTO pid FROM quire.delivery d
-		 WHERE d.state = 'leased' AND d.lease_until < now()
-		 ORDER BY d.lease_until LIMIT 1 FOR UPDATE SKIP LOCKED;
+		 WHERE d.state = 'queued' AND d.not_before <= now()
+		 ORDER BY d.not_before LIMIT 1 FOR UPDATE SKIP LOCKED;
 	END IF;
 	IF pid IS NULL THEN
 		RETURN;

@@ -234,6 +234,32 @@ class BatchTest(EngineTest):
                           for i in range(5)])
 
 
+    def test_expired_lease_is_claimed_before_a_backlog(self):
+        """A dead runner's batch goes before queued copies, however long
+        these have waited: it has waited a whole lease already."""
+        self.start_engine(stages="lmtp,in,posting,decorate,archive")
+        c = LMTP(self.engine.lmtp_port)
+        for n in (1, 2):
+            c.send("m0@example.com", ["bench@example.org"], crlf(
+                b"From: m0@example.com\nSubject: %d\n\nbody\n" % n))
+        c.close()
+        wait_for("both posts' copies", lambda: self.db.scalar(
+            "SELECT count(*) FROM quire.delivery") == "10")
+        lost, backlog = [r[0] for r in self.db.query(
+            "SELECT DISTINCT post_id FROM quire.delivery ORDER BY 1")]
+        self.db.query(
+            "UPDATE quire.delivery SET state = 'leased', leased_by = 'lost',"
+            " lease_token = '00000000-0000-0000-0000-000000000001',"
+            " lease_until = now() - interval '1 second'"
+            " WHERE post_id = :'v1'", lost)
+        self.db.query(
+            "UPDATE quire.delivery SET not_before = now() - interval '1 h'"
+            " WHERE post_id = :'v1'", backlog)
+        self.assertEqual(self.db.query(
+            "SELECT post_id, count(*) FROM quire.delivery_claim("
+            " '00000000-0000-0000-0000-000000000002', '1 minute', 'test')"
+            " GROUP BY post_id"), [[lost, "5"]])
+
 class XverpTest(EngineTest):
     sink_args = ("--xverp",)
 
