@@ -340,7 +340,8 @@ cli_archive(struct cli *c)
 #define STATUS_STUCK \
     "SELECT what, stage, post_id, list," \
     " date_trunc('second', now() - since) AS age, attempts," \
-    " left(why, 120) AS why FROM quire.stuck ORDER BY since LIMIT " STATUS_STUCK_ROWS
+    " left(why, 120) AS why FROM quire.stuck ORDER BY since" \
+    " LIMIT " STATUS_STUCK_ROWS
 
 int
 cli_status(struct cli *c)
