@@ -117,20 +117,89 @@ parse_stages(struct engine *e, const char *list)
 	return 0;
 }
 
+/* A whole number of option `name', else of environment variable `env',
+ * else `def'; out of [min, max] or not a number is an error, said on
+ * stderr: a typo must not become a zero lease or a zero timeout. */
 static int
-env_int(const char *name, int def)
+opt_num(struct cli *c, const char *name, const char *env, long def,
+    long min, long max, long *out)
 {
-	const char *v = getenv(name);
+	const char	*v = cli_opt(c, name, NULL), *from = name;
+	char		*end;
+	long		 n;
 
-	return v != NULL && *v != '\0' ? atoi(v) : def;
+	if (v == NULL && env != NULL && (v = getenv(env)) != NULL &&
+	    *v != '\0')
+		from = env;
+	else if (v == NULL) {
+		*out = def;
+		return 0;
+	}
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (errno != 0 || end == v || *end != '\0' || n < min || n > max) {
+		fprintf(stderr, "quire: %s takes a whole number from %ld to "
+		    "%ld, not \"%s\"\n", from, min, max, v);
+		return -1;
+	}
+	*out = n;
+	return 0;
 }
 
-static int
-opt_int(struct cli *c, const char *name, int def)
-{
-	const char *v = cli_opt(c, name, NULL);
+#define DAY	86400L
+#define GIB	(1024L * 1024 * 1024)
 
-	return v != NULL ? atoi(v) : def;
+static int
+engine_numbers(struct engine *e, struct cli *c)
+{
+	long	 v[19];
+	int	 bad = 0, i = 0;
+
+	bad |= opt_num(c, "--max-size", "QUIRE_MAX_SIZE", 50L << 20, 1, GIB,
+	    &v[i++]);
+	bad |= opt_num(c, "--max-rcpts", NULL, 100, 1, 100000, &v[i++]);
+	bad |= opt_num(c, "--max-clients", NULL, 1000, 1, 1000000, &v[i++]);
+	bad |= opt_num(c, "--max-buffered", NULL, 0, 0, 64 * GIB, &v[i++]);
+	bad |= opt_num(c, "--idle-timeout", NULL, 300, 1, DAY, &v[i++]);
+	bad |= opt_num(c, "--data-timeout", NULL, 300, 1, DAY, &v[i++]);
+	bad |= opt_num(c, "--commit-timeout", NULL, 10, 1, 3600, &v[i++]);
+	bad |= opt_num(c, "--lmtp-db-connections", NULL, 4, 1, 64, &v[i++]);
+	bad |= opt_num(c, "--max-attempts", NULL, 5, 1, 1000, &v[i++]);
+	bad |= opt_num(c, "--batch", NULL, 32, 1, 10000, &v[i++]);
+	bad |= opt_num(c, "--stage-backoff", NULL, 1, 0, DAY, &v[i++]);
+	bad |= opt_num(c, "--claim-lease", NULL, 10, 1, DAY, &v[i++]);
+	bad |= opt_num(c, "--out-connections", NULL, 4, 1, 256, &v[i++]);
+	bad |= opt_num(c, "--lease", "QUIRE_LEASE", 600, 1, 7 * DAY,
+	    &v[i++]);
+	bad |= opt_num(c, "--retry-base", "QUIRE_RETRY_BASE", 60, 1, DAY,
+	    &v[i++]);
+	bad |= opt_num(c, "--retry-max", NULL, 3600, 1, 7 * DAY, &v[i++]);
+	bad |= opt_num(c, "--give-up", NULL, 5 * DAY, 0, 365 * DAY, &v[i++]);
+	bad |= opt_num(c, "--smtp-timeout", NULL, 60, 1, 3600, &v[i++]);
+	bad |= opt_num(c, "--restart-max", NULL, 30, 0, 3600, &v[i++]);
+	if (bad)
+		return -1;
+	i = 0;
+	e->intake.max_size = (size_t)v[i++];
+	e->intake.max_rcpts = (size_t)v[i++];
+	e->intake.max_clients = (size_t)v[i++];
+	e->intake.max_buffered = (size_t)v[i++];
+	e->intake.idle_timeout = (int)v[i++];
+	e->intake.data_timeout = (int)v[i++];
+	e->intake.commit_timeout = (int)v[i++];
+	e->intake.db_connections = (int)v[i++];
+	e->runner.max_attempts = (int)v[i++];
+	e->runner.batch = (int)v[i++];
+	e->runner.retry_backoff = (double)v[i++];
+	e->runner.claim_lease = (int)v[i++];
+	e->out.connections = (int)v[i++];
+	e->out.lease = (int)v[i++];
+	e->out.retry_base = (int)v[i++];
+	e->out.retry_max = (int)v[i++];
+	e->out.give_up = (int)v[i++];
+	e->out.smtp_timeout = (int)v[i++];
+	e->pause_max = (int)v[i++];
+	return 0;
 }
 
 static int
@@ -154,33 +223,9 @@ engine_configure(struct engine *e, struct cli *c)
 		return -1;
 	}
 	e->intake.hostname = cli_opt(c, "--hostname", e->host);
-	e->intake.max_size = (size_t)opt_int(c, "--max-size",
-	    env_int("QUIRE_MAX_SIZE", 50 * 1024 * 1024));
-	e->intake.max_rcpts = (size_t)opt_int(c, "--max-rcpts", 100);
-	e->intake.max_clients = (size_t)opt_int(c, "--max-clients", 1000);
-	e->intake.max_buffered = (size_t)opt_int(c, "--max-buffered", 0);
-	e->intake.idle_timeout = opt_int(c, "--idle-timeout", 300);
-	e->intake.data_timeout = opt_int(c, "--data-timeout", 300);
-	e->intake.commit_timeout = opt_int(c, "--commit-timeout", 10);
-	e->intake.db_connections = opt_int(c, "--lmtp-db-connections", 4);
-	e->runner.max_attempts = opt_int(c, "--max-attempts", 5);
-	e->runner.batch = opt_int(c, "--batch", 32);
-	e->runner.retry_backoff = opt_int(c, "--stage-backoff", 1);
-	e->runner.claim_lease = opt_int(c, "--claim-lease", 10);
 	e->out.helo = e->intake.hostname;
-	e->out.connections = opt_int(c, "--out-connections", 4);
-	e->out.lease = opt_int(c, "--lease", env_int("QUIRE_LEASE", 600));
-	e->out.retry_base = opt_int(c, "--retry-base",
-	    env_int("QUIRE_RETRY_BASE", 60));
-	e->out.retry_max = opt_int(c, "--retry-max", 3600);
-	e->out.give_up = opt_int(c, "--give-up", 5 * 24 * 3600);
-	e->out.smtp_timeout = opt_int(c, "--smtp-timeout", 60);
-	e->pause_max = opt_int(c, "--restart-max", 30);
-	if (e->pause_max < 0) {
-		fprintf(stderr, "quire: --restart-max takes seconds, 0 or "
-		    "more\n");
+	if (engine_numbers(e, c) == -1)
 		return -1;
-	}
 	return cli_no_options(c);
 }
 

@@ -6,6 +6,7 @@ import subprocess
 import tempfile
 import unittest
 
+import harness
 from harness import EngineTest, LMTP, crlf, quire, split_message, wait_for
 
 MEMBERS = ["anne@example.com", "bob@example.net"]
@@ -207,6 +208,34 @@ class HeldTest(EngineTest):
 
 
 class CliTest(EngineTest):
+
+    def test_run_refuses_bad_options(self):
+        cases = [
+            (["--lease", "0"], {},
+             'quire: --lease takes a whole number from 1 to 604800, '
+             'not "0"\n'),
+            (["--claim-lease", "10s"], {},
+             'quire: --claim-lease takes a whole number from 1 to 86400, '
+             'not "10s"\n'),
+            (["--max-size", "99999999999"], {},
+             'quire: --max-size takes a whole number from 1 to '
+             '1073741824, not "99999999999"\n'),
+            ([], {"QUIRE_RETRY_BASE": "-5"},
+             'quire: QUIRE_RETRY_BASE takes a whole number from 1 to '
+             '86400, not "-5"\n'),
+            (["--stages", ""], {},
+             "quire: --stages names no stage (stages: "
+             "lmtp,in,posting,decorate,archive,out)\n"),
+            (["--lmtp", "127.0.0.1:99999"], {},
+             "quire: --lmtp and --relay take HOST:PORT\n"),
+        ]
+        for args, env, said in cases:
+            r = subprocess.run(
+                [harness.QUIRE, "--db", self.db.conninfo, "run"] + args,
+                capture_output=True, timeout=10,
+                env=dict(os.environ, **env))
+            self.assertEqual((r.returncode, r.stderr.decode()), (2, said),
+                             args)
 
     def test_lists_and_members(self):
         self.assertEqual(quire(self.db, "domain", "add", "example.org",
