@@ -591,11 +591,12 @@ out_arm_timer(struct out *o)
 
 static void	out_on_db(evutil_socket_t, short, void *);
 
-/* XXX Blocks the loop until the database is back: a batch whose relay
- * answer is waiting unread stays leased meanwhile, and if the outage
- * outlasts --lease the first claim afterwards takes it again and sends
- * it a second time (delivery_lease_lost), beyond the one batch an
- * unrecorded answer explains. */
+/* Blocks the loop until the database is back: the relay's answers to
+ * the batches in flight wait unread meanwhile.  Their leases are renewed
+ * first thing after the reconnect, before any claim, so that an outage
+ * longer than --lease does not hand this worker its own batches to send
+ * again.  XXX Another host's out worker that reconnects first can still
+ * take them over once their leases have run out. */
 static void
 out_connect(struct out *o)
 {
@@ -617,6 +618,8 @@ out_connect(struct out *o)
 			break;
 		db_close(o->db);
 	}
+	if (out_in_flight(o) > 0)
+		out_renew(-1, 0, o);
 	o->ev_db = event_new(o->base, db_socket(o->db), EV_READ | EV_PERSIST,
 	    out_on_db, o);
 	event_add(o->ev_db, NULL);

@@ -373,6 +373,53 @@ class RestartTest(StreamTest):
             "%s=%s" % kv for kv in figures.items()))
 
 
+class LongOutageTest(StreamTest):
+    """The database gone longer than --lease while a batch is in flight:
+    the relay's answer, read once the worker is back, is recorded under
+    the batch's own lease, which the worker renewed on reconnecting, and
+    no copy is sent twice."""
+
+    LEASE = 2
+    HOLD = 8        # the relay's delay before its 250 to the final dot
+
+    def test_outage_longer_than_the_lease_sends_nothing_twice(self):
+        pg = self.cluster()
+        pg.start()
+        db = pg.database()
+        self.make_list(db)
+        held = Sink("--delay-data", str(self.HOLD), "--delay-count", "1")
+        self.addCleanup(held.stop)
+        self.engine = Engine(db, held.port, "--lease", str(self.LEASE))
+        c = LMTP(self.engine.lmtp_port)
+        _, replies = c.send("anne@example.com", [LIST], stream_message(1))
+        c.close()
+        self.assertRegex(replies[0], r"^250 ")
+        wait_for("the copies stored, their 250 held back", lambda:
+                 len(held.index()) == len(MEMBERS))
+        pg.stop("immediate")
+        down = time.monotonic()
+        # Longer than the lease, shorter than the relay's hold.
+        time.sleep(self.LEASE * 2)
+        pg.start()
+        away = time.monotonic() - down
+        wait_for("every copy recorded", lambda: db.scalar(
+            "SELECT count(*) FROM quire.delivery_log"
+            " WHERE outcome = 'sent'") == str(len(MEMBERS)), timeout=60)
+        self.assertEqual(db.scalar("SELECT count(*) FROM quire.delivery"),
+                         "0")
+        self.assertEqual(sorted(e["rcpt"] for e in held.index()),
+                         sorted(MEMBERS))
+        events = [ev for ev, proc, _ in
+                  log_events(self.engine.log_text()) if proc == "out"]
+        self.assertIn("runner_db_lost", events)
+        self.assertNotIn("delivery_lease_lost", events)
+        self.assertNotIn("delivery_unrecorded", events)
+        self.assertEqual(events.count("delivery_leased"), 1)
+        print("\n  long outage: database away %.1f s with a batch in "
+              "flight, --lease %d s: %d copies, each once" % (
+                  away, self.LEASE, len(held.index())))
+
+
 class FailoverTest(StreamTest):
 
     def test_failover_to_a_synchronous_standby(self):
