@@ -1,11 +1,13 @@
 """Real input: every message of the shared corpus through LMTP."""
 import collections
 import hashlib
+import os
 import re
 import unittest
 
 from corpus import as_mta_sends, list_corpus, mime_corpus
-from harness import EngineTest, LMTP, quire, split_message, wait_for
+from harness import (CORPUS, EngineTest, LMTP, quire, split_message,
+                     wait_for)
 
 MEMBERS = ["one@example.com", "two@example.net", "three@example.org"]
 
@@ -13,6 +15,9 @@ MEMBERS = ["one@example.com", "two@example.net", "three@example.org"]
 class CorpusTest(EngineTest):
 
     def setUp(self):
+        if not os.path.isdir(os.path.join(CORPUS, "lists")):
+            self.fail("no corpus at %s: clone Quire beside shared/, or "
+                      "set QUIRE_CORPUS to the corpus folder" % CORPUS)
         super().setUp()
         self.make_list("corpus@example.org", MEMBERS)
         # Real senders are not members; let the posts through so that
