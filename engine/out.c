@@ -16,7 +16,11 @@
  * A crash between 1 and 3 leaves the batch leased; when the lease
  * expires another runner sends it again.  That is the one case a member
  * can get a copy twice, and it is bounded by one batch.  Nothing else is
- * re-sent: finished copies have left the delivery table.
+ * re-sent: finished copies have left the delivery table.  A worker that
+ * only lost the database keeps the relay's answers of its batches (and
+ * of a record whose commit it could not confirm): back, it renews their
+ * leases first, then finds each record in delivery_log by its token or
+ * makes it again.
  *
  * While a batch is in flight its worker renews the lease every third of
  * --lease, so a relay that is slow but within --smtp-timeout (a VERP
@@ -90,6 +94,10 @@ struct out {
 	struct out_msg	*cache;
 	struct out_slot	 slots[OUT_MAX_CONNS];
 	int		 nslots;
+	/* Sent, but the record's commit has an unknown outcome: the
+	 * database went away.  Recorded again once it is back. */
+	struct out_batch *pending[OUT_MAX_CONNS];
+	int		 npending;
 	int		 scanning;	/* no empty claim since connecting */
 	int		 scanned;	/* batches claimed meanwhile */
 	struct smtp_config smtp;
@@ -382,12 +390,32 @@ out_array_text(struct buf *ids, struct buf *codes, struct buf *replies,
 }
 
 static void
-out_record(struct out *o, struct out_batch *b)
+out_log_batch(const struct out_batch *b, const char *sent,
+    const char *deferred, const char *bounced, const char *expired,
+    const char *stale, int late)
+{
+	log_info("delivery_batch", "post=%lld token=%s list=%s rcpts=%d "
+	    "txns=%zu verp=%d sent=%s deferred=%s bounced=%s expired=%s "
+	    "stale=%s late=%d code=%d reply=%s ms=%.1f", b->msg->post_id,
+	    b->token, b->msg->list, b->n, b->ntxns, b->verp, sent, deferred,
+	    bounced, expired, stale, late, b->results[0].code,
+	    log_q(b->results[0].text), out_ms_since(&b->started));
+	if (atoi(stale) > 0)
+		log_warn("delivery_lease_lost", "post=%lld stale=%s",
+		    b->msg->post_id, stale);
+}
+
+/* Record the relay's answers under the batch's token: 0 when done (or
+ * refused for good, logged), -1 when the connection was lost on the
+ * way, so that the outcome is unknown and the batch is kept. */
+static int
+out_record(struct out *o, struct out_batch *b, int late)
 {
 	struct buf	 ids = { 0 }, codes = { 0 }, replies = { 0 };
 	struct db_params p;
 	struct db_res	*r = NULL;
 	char		 base[32], max[32], giveup[32];
+	int		 rc = 0;
 
 	snprintf(base, sizeof(base), "%d seconds", o->cfg->retry_base);
 	snprintf(max, sizeof(max), "%d seconds", o->cfg->retry_max);
@@ -405,30 +433,107 @@ out_record(struct out *o, struct out_batch *b)
 		r = db_exec(o->db, "SELECT * FROM quire.delivery_record($1,"
 		    " $2, $3, $4, $5, $6, $7, $8)", &p, DB_TEXT);
 	}
-	if (r == NULL) {
+	if (r != NULL)
+		out_log_batch(b, db_res_value(r, 0, 0), db_res_value(r, 0, 1),
+		    db_res_value(r, 0, 2), db_res_value(r, 0, 3),
+		    db_res_value(r, 0, 4), late);
+	else if (!db_ok(o->db))
+		rc = -1;
+	else
 		/* The lease runs out and the batch is sent again. */
 		log_error("delivery_unrecorded", "post=%lld token=%s rcpts=%d "
 		    "reason=%s", b->msg->post_id, b->token, b->n,
 		    log_q(db_error(o->db)));
-	} else {
-		log_info("delivery_batch", "post=%lld token=%s list=%s rcpts=%d "
-		    "txns=%zu verp=%d sent=%s deferred=%s bounced=%s "
-		    "expired=%s stale=%s code=%d reply=%s ms=%.1f",
-		    b->msg->post_id, b->token,
-		    b->msg->list, b->n, b->ntxns, b->verp,
-		    db_res_value(r, 0, 0), db_res_value(r, 0, 1),
-		    db_res_value(r, 0, 2), db_res_value(r, 0, 3),
-		    db_res_value(r, 0, 4), b->results[0].code,
-		    log_q(b->results[0].text),
-		    out_ms_since(&b->started));
-		if (atoi(db_res_value(r, 0, 4)) > 0)
-			log_warn("delivery_lease_lost", "post=%lld stale=%s",
-			    b->msg->post_id, db_res_value(r, 0, 4));
-	}
 	db_res_free(r);
 	buf_free(&ids);
 	buf_free(&codes);
 	buf_free(&replies);
+	return rc;
+}
+
+/* Keep a batch whose record could not be known to have committed. */
+static void
+out_keep_pending(struct out *o, struct out_batch *b)
+{
+	if (o->npending == OUT_MAX_CONNS) {
+		log_error("delivery_unrecorded", "post=%lld token=%s rcpts=%d "
+		    "reason=\"database connection lost\"", b->msg->post_id,
+		    b->token, b->n);
+		out_batch_free(o, b);
+		return;
+	}
+	log_warn("delivery_record_pending", "post=%lld token=%s rcpts=%d",
+	    b->msg->post_id, b->token, b->n);
+	o->pending[o->npending++] = b;
+}
+
+/* A pending batch's record, if its commit landed before the database
+ * went away: 1 (logged), 0 if it did not, -1 if the connection broke. */
+static int
+out_record_landed(struct out *o, struct out_batch *b)
+{
+	struct db_params p;
+	struct db_res	*r;
+	char		 post[24], stale[24];
+	int		 rc;
+
+	db_params_init(&p);
+	db_param_int(&p, post, b->msg->post_id);
+	db_param_text(&p, b->token);
+	r = db_exec(o->db, "SELECT count(*) FILTER (WHERE outcome = 'sent'),"
+	    " count(*) FILTER (WHERE outcome = 'deferred'),"
+	    " count(*) FILTER (WHERE outcome = 'bounced'),"
+	    " count(*) FILTER (WHERE outcome = 'expired'), count(*)"
+	    " FROM quire.delivery_log"
+	    " WHERE post_id = $1 AND lease_token = $2::uuid", &p, DB_TEXT);
+	if (r == NULL)
+		return db_ok(o->db) ? 0 : -1;
+	rc = atoi(db_res_value(r, 0, 4)) > 0;
+	if (rc) {
+		snprintf(stale, sizeof(stale), "%d",
+		    b->n - atoi(db_res_value(r, 0, 4)));
+		out_log_batch(b, db_res_value(r, 0, 0), db_res_value(r, 0, 1),
+		    db_res_value(r, 0, 2), db_res_value(r, 0, 3), stale, 1);
+	}
+	db_res_free(r);
+	return rc;
+}
+
+/* Back on the database: each pending batch is found recorded, or is
+ * recorded now under its token (still its own unless another runner
+ * took it over once its lease ran out: then counted stale). */
+static void
+out_record_pending(struct out *o)
+{
+	int	 i, rc;
+
+	for (i = 0; i < o->npending; i++) {
+		struct out_batch *b = o->pending[i];
+
+		if ((rc = out_record_landed(o, b)) == 0)
+			rc = out_record(o, b, 1);
+		if (rc == -1)
+			break;
+		out_batch_free(o, b);
+	}
+	memmove(o->pending, o->pending + i,
+	    (size_t)(o->npending - i) * sizeof(o->pending[0]));
+	o->npending -= i;
+}
+
+/* Stopping with the database away: the leases will run out. */
+static void
+out_abandon_pending(struct out *o)
+{
+	for (int i = 0; i < o->npending; i++) {
+		struct out_batch *b = o->pending[i];
+
+		log_error("delivery_unrecorded", "post=%lld token=%s rcpts=%d "
+		    "reason=\"stopped with the database away\"",
+		    b->msg->post_id, b->token, b->n);
+		out_batch_free(o, b);
+	}
+	o->npending = 0;
 }
 
 static int
@@ -472,6 +577,9 @@ out_renew(evutil_socket_t fd, short what, void *arg)
 		if (o->slots[i].batch != NULL)
 			rc |= buf_addf(&tokens, "%s%s", n++ ? "," : "",
 			    o->slots[i].batch->token);
+	for (int i = 0; i < o->npending; i++)
+		rc |= buf_addf(&tokens, "%s%s", n++ ? "," : "",
+		    o->pending[i]->token);
 	rc |= buf_adds(&tokens, "}");
 	if (n > 0 && rc == 0 && o->db != NULL && db_ok(o->db)) {
 		snprintf(lease, sizeof(lease), "%d seconds", o->cfg->lease);
@@ -504,13 +612,10 @@ out_on_sent(void *arg, struct smtp_txn *txns, size_t ntxns)
 		db_close(o->db);
 		o->db = NULL;
 	}
-	if (o->db != NULL)
-		out_record(o, b);
+	if (o->db != NULL && out_record(o, b, 0) == 0)
+		out_batch_free(o, b);
 	else
-		log_error("delivery_unrecorded", "post=%lld token=%s rcpts=%d "
-		    "reason=\"database connection lost\"", b->msg->post_id,
-		    b->token, b->n);
-	out_batch_free(o, b);
+		out_keep_pending(o, b);
 	/* An idle worker sleeps without a timer. */
 	if (out_in_flight(o) == 0)
 		evtimer_del(o->ev_renew);
@@ -612,14 +717,17 @@ out_connect(struct out *o)
 		    &stop_requested);
 		/* Asked to stop with no database: what is in flight cannot
 		 * be recorded anyway, and its lease will run out. */
-		if (o->db == NULL)
+		if (o->db == NULL) {
+			out_abandon_pending(o);
 			_exit(0);
+		}
 		if (db_listen(o->db, chan, 1) == 0)
 			break;
 		db_close(o->db);
 	}
-	if (out_in_flight(o) > 0)
+	if (out_in_flight(o) > 0 || o->npending > 0)
 		out_renew(-1, 0, o);
+	out_record_pending(o);
 	o->ev_db = event_new(o->base, db_socket(o->db), EV_READ | EV_PERSIST,
 	    out_on_db, o);
 	event_add(o->ev_db, NULL);
@@ -753,5 +861,6 @@ out_main(const struct out_config *cfg)
 	out_connect(&o);
 	out_pump(&o);
 	event_base_dispatch(o.base);
+	out_abandon_pending(&o);
 	return stop_requested ? 0 : -1;
 }

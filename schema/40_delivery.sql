@@ -77,9 +77,9 @@ BEGIN
 		 WHERE d.lease_token = token),
 	logged AS (
 		INSERT INTO quire.delivery_log (delivery_id, post_id, email,
-		    outcome, code, reply, attempt, verp, runner)
+		    outcome, code, reply, attempt, verp, runner, lease_token)
 		SELECT m.id, m.post_id, m.email, m.outcome, m.code, m.reply,
-		       m.attempts, m.verp, runner
+		       m.attempts, m.verp, runner, token
 		  FROM mine m
 		RETURNING 1),
 	bounce AS (

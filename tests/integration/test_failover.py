@@ -10,7 +10,11 @@ a 250.  Then every message that got a 250 must be in the database and
 at every member exactly once.  The one exception Quire admits is a
 batch whose relay answer it could not record (event=delivery_unrecorded
 in the engine log): its lease runs out and the batch is sent again, so
-its members may have that post twice.
+its members may have that post twice.  A worker that only lost the
+database records its batches once it is back (delivery_record_pending,
+then a delivery_batch line with late=1), so none of these is expected
+here, but none is ruled out either: what is ruled out is a second copy
+without such a line.
 
 Each test owns its PostgreSQL server (pgcluster.PgCluster) and prints
 its figures; nothing here asserts on timing.
@@ -20,6 +24,7 @@ import collections
 import os
 import re
 import socket
+import subprocess
 import threading
 import time
 import unittest
@@ -418,6 +423,104 @@ class LongOutageTest(StreamTest):
         print("\n  long outage: database away %.1f s with a batch in "
               "flight, --lease %d s: %d copies, each once" % (
                   away, self.LEASE, len(held.index())))
+
+
+class RecordOutcomeTest(StreamTest):
+    """The database goes away while the out worker's record of a batch
+    is on its way, so the worker cannot know whether it committed.  Once
+    back, it finds the record if it landed, or records the relay's
+    answers then under the batch's own lease: no copy is sent again."""
+
+    HOLD = 3        # the relay's delay before its 250 to the final dot
+
+    def setUp(self):
+        super().setUp()
+        self.pg = self.cluster()
+        self.pg.start()
+        self.db = self.pg.database()
+        self.make_list(self.db)
+        self.held = Sink("--delay-data", str(self.HOLD), "--delay-count",
+                         "1")
+        self.addCleanup(self.held.stop)
+
+    def post_and_wait_for_the_copies(self, *engine_args):
+        """One post; returns once its copies are at the relay, which
+        holds back its answer."""
+        self.engine = Engine(self.db, self.held.port, *engine_args)
+        c = LMTP(self.engine.lmtp_port)
+        _, replies = c.send("anne@example.com", [LIST], stream_message(1))
+        c.close()
+        self.assertRegex(replies[0], r"^250 ")
+        wait_for("the copies stored, their 250 held back", lambda:
+                 len(self.held.index()) == len(MEMBERS))
+
+    def out_waits(self, what):
+        return self.db.scalar(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE application_name LIKE '%/out'"
+            "   AND :'v1' IN (wait_event, wait_event_type)", what) == "1"
+
+    def check_once(self, late_sent):
+        # A record that landed is in the database before the worker
+        # is back to find it.
+        wait_for("the worker's line for the batch", lambda:
+                 " event=delivery_batch " in self.engine.log_text(),
+                 timeout=60)
+        wait_for("every copy recorded", lambda: self.db.scalar(
+            "SELECT count(*) FROM quire.delivery") == "0" and
+            self.db.scalar("SELECT count(*) FROM quire.delivery_log"
+                           " WHERE outcome = 'sent'") == str(len(MEMBERS)),
+            timeout=60)
+        self.assertEqual(sorted(e["rcpt"] for e in self.held.index()),
+                         sorted(MEMBERS))
+        lines = [l for ev, proc, l in log_events(self.engine.log_text())
+                 if proc == "out"]
+        events = [re.search(r" event=(\S+)", l).group(1) for l in lines]
+        self.assertEqual(events.count("delivery_leased"), 1)
+        self.assertEqual(events.count("delivery_record_pending"), 1)
+        self.assertNotIn("delivery_unrecorded", events)
+        self.assertNotIn("delivery_lease_lost", events)
+        batch = [dict(re.findall(r"(\w+)=(\S+)", l)) for l in lines
+                 if " event=delivery_batch " in l]
+        self.assertEqual([(b["late"], b["sent"], b["stale"])
+                          for b in batch], [("1", late_sent, "0")])
+        self.assertEqual(self.db.scalar(
+            "SELECT count(DISTINCT lease_token) FROM quire.delivery_log"),
+            "1")
+
+    def test_record_that_landed_is_found(self):
+        """Its commit waits for a synchronous standby that never comes,
+        so it is written but never confirmed, when the server stops."""
+        self.post_and_wait_for_the_copies()
+        self.pg.psql("ALTER SYSTEM SET synchronous_standby_names = "
+                     "'nobody'")
+        self.pg.psql("SELECT pg_reload_conf()")
+        wait_for("the record waiting for the standby",
+                 lambda: self.out_waits("SyncRep"))
+        self.pg.psql("ALTER SYSTEM RESET synchronous_standby_names")
+        self.pg.restart("immediate")
+        self.check_once(str(len(MEMBERS)))
+
+    def test_record_that_was_lost_is_made_again(self):
+        """Its INSERT waits on a lock when the server stops, so nothing of
+        it committed; the lease (3 s) has run out by the time the worker
+        is back, and is still its own."""
+        self.post_and_wait_for_the_copies("--lease", "3")
+        lock = subprocess.Popen(
+            ["psql", "-X", "-Atq", "-d", self.db.conninfo],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.addCleanup(lock.wait)
+        self.addCleanup(lock.stdout.close)
+        lock.stdin.write(b"BEGIN; LOCK TABLE quire.delivery_log IN SHARE "
+                         b"MODE; SELECT 'locked';\n")
+        lock.stdin.flush()
+        self.assertEqual(lock.stdout.readline(), b"locked\n")
+        wait_for("the record waiting on the lock",
+                 lambda: self.out_waits("Lock"))
+        time.sleep(3)
+        self.pg.restart("immediate")
+        lock.stdin.close()
+        self.check_once(str(len(MEMBERS)))
 
 
 class FailoverTest(StreamTest):
