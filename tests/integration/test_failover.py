@@ -298,6 +298,10 @@ class StreamTest(unittest.TestCase):
                 f = dict(re.findall(r"(\w+)=(\S+)", line))
                 unrecorded[f["post"]] = int(f["rcpts"])
         self.assertNotIn("event=delivery_lease_lost", log)
+        # A worker that only lost the database records its batches when
+        # it is back: none is left to its lease.
+        self.assertEqual(unrecorded, {})
+        late = len(re.findall(r" event=delivery_batch .* late=1 ", log))
         by_post = dict((mid, pid) for mid, (pid, _) in posts.items())
         copies = self.copies_by_message()
         self.assertEqual(set(copies), {(message_id(i), r) for i in sent
@@ -326,6 +330,7 @@ class StreamTest(unittest.TestCase):
             "copies": sum(copies.values()),
             "duplicates": sum(copies.values()) - len(sent) * len(MEMBERS),
             "unrecorded_batches": len(unrecorded),
+            "recorded_late": late,
             "sent_twice": sorted(twice.values()),
         }
 
