@@ -23,6 +23,7 @@ import calendar
 import collections
 import os
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -526,6 +527,40 @@ class RecordOutcomeTest(StreamTest):
         self.pg.restart("immediate")
         lock.stdin.close()
         self.check_once(str(len(MEMBERS)))
+
+    def test_session_lost_unseen_while_the_answer_comes(self):
+        """The out worker is frozen while the server ends its session
+        and the relay answers; thawed (before its lease is due for
+        renewal), it reads the answer before it notices the session gone
+        (with one SMTP connection, as it happens here), and must keep
+        that answer until it is back on the database."""
+        self.post_and_wait_for_the_copies("--lease", "20",
+                                          "--out-connections", "1")
+        out_pid = int(re.search(r" event=worker_started .*worker=out "
+                                r"worker_pid=(\d+)",
+                                self.engine.log_text()).group(1))
+        os.kill(out_pid, signal.SIGSTOP)
+        try:
+            self.assertEqual(self.db.scalar(
+                "SELECT count(pg_terminate_backend(pid))"
+                "  FROM pg_stat_activity WHERE application_name LIKE"
+                " '%/' || :'v1' || '/out'", out_pid), "1")
+            time.sleep(self.HOLD + 1)
+        finally:
+            os.kill(out_pid, signal.SIGCONT)
+        wait_for("the worker's line for the batch", lambda:
+                 " event=delivery_batch " in self.engine.log_text(),
+                 timeout=60)
+        wait_for("every copy recorded", lambda: self.db.scalar(
+            "SELECT count(*) FROM quire.delivery") == "0", timeout=60)
+        self.assertEqual(sorted(e["rcpt"] for e in self.held.index()),
+                         sorted(MEMBERS))
+        log = self.engine.log_text()
+        self.assertEqual(log.count(" event=delivery_leased "), 1)
+        self.assertNotIn("event=delivery_unrecorded", log)
+        self.assertNotIn("event=delivery_lease_lost", log)
+        self.assertRegex(log, r" event=delivery_batch .* sent=%d " %
+                         len(MEMBERS))
 
 
 class FailoverTest(StreamTest):
