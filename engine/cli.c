@@ -37,8 +37,8 @@ cli_drop(struct cli *c, int at, int n)
 	c->argc -= n;
 }
 
-const char *
-cli_opt(struct cli *c, const char *name, const char *def)
+static const char *
+cli_take(struct cli *c, const char *name)
 {
 	size_t	 len = strlen(name);
 
@@ -55,7 +55,23 @@ cli_opt(struct cli *c, const char *name, const char *def)
 			return a + len + 1;
 		}
 	}
-	return def;
+	return NULL;
+}
+
+const char *
+cli_opt(struct cli *c, const char *name, const char *def)
+{
+	const char	*v = cli_take(c, name);
+
+	if (v == NULL)
+		return def;
+	if (cli_take(c, name) != NULL) {
+		fprintf(stderr, "quire: %s given more than once\n", name);
+		c->twice = 1;
+		while (cli_take(c, name) != NULL)
+			;
+	}
+	return v;
 }
 
 int
@@ -73,6 +89,8 @@ cli_flag(struct cli *c, const char *name)
 int
 cli_no_options(struct cli *c)
 {
+	if (c->twice)
+		return -1;
 	for (int i = 0; i < c->argc; i++) {
 		if (strncmp(c->argv[i], "--", 2) == 0 && c->argv[i][2]) {
 			fprintf(stderr, "quire: unknown option %s\n",

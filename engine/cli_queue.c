@@ -103,14 +103,15 @@ cli_inject(struct cli *c)
 	return 0;
 }
 
-/* What a queue row is doing, for a person: a claim whose lease ran out
+/* What a queue row is doing, for a person: a claim that no longer holds
  * with its token still set was most likely cut short by a crash (or is
  * a stage still at work past its lease). */
 #define QUEUE_STATE \
 	"CASE WHEN q.stage = 'shunt' THEN 'shunted'" \
-	" WHEN q.claimed_until > now() THEN 'claimed by ' || q.claimed_by" \
+	" WHEN quire.queue_claim_live(q.claimed_until, q.claimed_pid)" \
+	"   THEN 'claimed by ' || q.claimed_by" \
 	" WHEN q.claim_token IS NOT NULL THEN 'claim by ' || q.claimed_by" \
-	"   || ' ran out'" \
+	"   || ' ended'" \
 	" WHEN q.not_before > now() THEN 'waiting'" \
 	" ELSE 'due' END"
 

@@ -52,7 +52,7 @@
 #include "stop.h"
 #include "verp.h"
 
-#define OUT_MAX_CONNS	16
+
 
 struct out_msg {
 	long long	 post_id;

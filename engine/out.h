@@ -4,6 +4,9 @@
 #ifndef QUIRE_OUT_H
 #define QUIRE_OUT_H
 
+/* SMTP connections one out worker keeps to the relay, at most. */
+#define OUT_MAX_CONNS	16
+
 struct out_config {
 	const char	*conninfo;
 	const char	*appname;

@@ -168,7 +168,8 @@ engine_numbers(struct engine *e, struct cli *c)
 	bad |= opt_num(c, "--batch", NULL, 32, 1, 10000, &v[i++]);
 	bad |= opt_num(c, "--stage-backoff", NULL, 1, 0, DAY, &v[i++]);
 	bad |= opt_num(c, "--claim-lease", NULL, 10, 1, DAY, &v[i++]);
-	bad |= opt_num(c, "--out-connections", NULL, 4, 1, 256, &v[i++]);
+	bad |= opt_num(c, "--out-connections", NULL, 4, 1, OUT_MAX_CONNS,
+	    &v[i++]);
 	bad |= opt_num(c, "--lease", "QUIRE_LEASE", 600, 1, 7 * DAY,
 	    &v[i++]);
 	bad |= opt_num(c, "--retry-base", "QUIRE_RETRY_BASE", 60, 1, DAY,

@@ -46,6 +46,18 @@ DROP TRIGGER IF EXISTS delivery_notify_insert ON quire.delivery;
 CREATE TRIGGER delivery_notify_insert AFTER INSERT ON quire.delivery
     FOR EACH STATEMENT EXECUTE FUNCTION quire.delivery_notify();
 
+-- A claim still holds its row: its lease runs and the session that made
+-- it lives.  (A claim whose session is gone is void at once.)
+CREATE OR REPLACE FUNCTION quire.queue_claim_live(claimed_until timestamptz,
+    claimed_pid integer)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+	SELECT claimed_until > now() AND EXISTS (SELECT 1
+	    FROM pg_catalog.pg_stat_get_activity(claimed_pid))
+$$;
+COMMENT ON FUNCTION quire.queue_claim_live(timestamptz, integer) IS
+    'true while a queue row''s claim holds it: its lease runs and its '
+    'claiming session lives';
+
 -- Claim up to n due rows of a stage for one batch, in a transaction of
 -- its own that commits before the stage runs: each claim counts a try,
 -- so a try that kills its runner or its session is counted too.  The

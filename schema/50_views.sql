@@ -19,12 +19,13 @@ COMMENT ON VIEW quire.list_settings IS
 DROP VIEW IF EXISTS quire.queue_depth CASCADE;
 CREATE VIEW quire.queue_depth AS
 SELECT q.stage, count(*) AS rows,
-       count(*) FILTER (WHERE q.not_before <= now()
-		AND (q.claimed_until IS NULL OR q.claimed_until <= now()))
-	   AS due,
+       count(*) FILTER (WHERE q.not_before <= now() AND NOT coalesce(
+		quire.queue_claim_live(q.claimed_until, q.claimed_pid),
+		false)) AS due,
        max(now() - q.created_at) AS oldest,
        max(q.attempts) AS most_attempts,
-       count(*) FILTER (WHERE q.claimed_until > now()) AS in_flight,
+       count(*) FILTER (WHERE quire.queue_claim_live(q.claimed_until,
+		q.claimed_pid)) AS in_flight,
        count(*) FILTER (WHERE q.crashes > 0) AS crashed
   FROM quire.queue q GROUP BY q.stage
 UNION ALL

@@ -228,6 +228,11 @@ class CliTest(EngineTest):
              "lmtp,in,posting,decorate,archive,out)\n"),
             (["--lmtp", "127.0.0.1:99999"], {},
              "quire: --lmtp and --relay take HOST:PORT\n"),
+            (["--lmtp", "127.0.0.1:1", "--lmtp=127.0.0.1:2"], {},
+             "quire: --lmtp given more than once\n"),
+            (["--out-connections", "17"], {},
+             'quire: --out-connections takes a whole number from 1 to '
+             '16, not "17"\n'),
         ]
         for args, env, said in cases:
             r = subprocess.run(
@@ -325,6 +330,48 @@ class CliTest(EngineTest):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ClaimStateTest(EngineTest):
+    """A claim holds its row while its session lives; once the session
+    is gone the views and the CLI say the row is due, as the claim
+    itself treats it, however long the claim's lease had to run."""
+
+    def test_a_claim_dies_with_its_session(self):
+        self.make_list("bench@example.org", MEMBERS)
+        path = tempfile.mktemp()
+        with open(path, "wb") as f:
+            f.write(b"From: anne@example.com\nSubject: s\n\nbody\n")
+        quire(self.db, "inject", "bench@example.org", path)
+        os.unlink(path)
+        holder = subprocess.Popen(
+            ["psql", "-X", "-Atq", "-d", self.db.conninfo],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.addCleanup(holder.wait)
+        self.addCleanup(holder.stdout.close)
+        holder.stdin.write(
+            b"UPDATE quire.queue SET claim_token = 1, claimed_by = 'far',"
+            b" claimed_pid = pg_backend_pid(),"
+            b" claimed_until = now() + interval '1 hour';"
+            b"SELECT pg_backend_pid();\n")
+        holder.stdin.flush()
+        pid = holder.stdout.readline().decode().strip()
+
+        def seen():
+            depth = self.db.query("SELECT rows, due, in_flight FROM"
+                                  " quire.queue_depth WHERE stage = 'in'")
+            listed = quire(self.db, "queue", "list", "in").stdout.decode()
+            return depth, [l.split("\t")[4] for l in
+                           listed.splitlines()[1:]]
+        header = quire(self.db, "queue", "list", "in").stdout.decode()
+        self.assertEqual(header.splitlines()[0].split("\t")[4], "state")
+        self.assertEqual(seen(), ([["1", "0", "1"]], ["claimed by far"]))
+        holder.stdin.close()
+        wait_for("the holding session to end", lambda: self.db.scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = :'v1'",
+            pid) == "0")
+        self.assertEqual(seen(), ([["1", "1", "0"]],
+                                  ["claim by far ended"]))
 
 
 class StatusTest(EngineTest):
