@@ -34,13 +34,16 @@ BEGIN
 	  JOIN LATERAL (SELECT x.verp FROM quire.delivery x
 			 WHERE x.post_id = p.id LIMIT 1) d ON true
 	 WHERE p.id = pid GROUP BY l.max_recipients;
+	-- Copies the relay refused for now with an answer of their own go
+	-- last: a relay that closes the connection on such an answer (421)
+	-- would otherwise fail the same innocent copies after it every time.
 	RETURN QUERY
 	WITH batch AS (
 		SELECT d.id FROM quire.delivery d
 		 WHERE d.post_id = pid
 		   AND ((d.state = 'queued' AND d.not_before <= now())
 		     OR (d.state = 'leased' AND d.lease_until < now()))
-		 ORDER BY d.domain, d.id
+		 ORDER BY coalesce(d.last_code, 0) >= 400, d.domain, d.id
 		 LIMIT coalesce(lim, 500)
 		 FOR UPDATE SKIP LOCKED)
 	UPDATE quire.delivery d

@@ -320,6 +320,36 @@ class RelayAnswersTest(EngineTest):
             "'sent'"), "1")
 
 
+class RelayClosesTest(EngineTest):
+    """A relay that answers one recipient's copy with 421 and closes the
+    connection fails the copies after it in the batch too; on the retry
+    those go first and get through, and only the one is retried on."""
+    sink_args = ("--reply-data", "m1=421")
+    engine_args = ("--retry-base", "1", "--retry-max", "1",
+                   "--out-connections", "1")
+    members = ["m%d@example.com" % i for i in range(5)]
+
+    def test_one_recipient_does_not_hold_up_the_rest(self):
+        self.make_list("bench@example.org", self.members)
+        quire(self.db, "list", "set", "bench@example.org",
+              "verp_delivery_interval", "1")
+        self.start_engine()
+        c = LMTP(self.engine.lmtp_port)
+        c.send("m0@example.com", ["bench@example.org"], crlf(
+            b"From: m0@example.com\nSubject: x\n\nbody\n"))
+        c.close()
+        copies = wait_for("every copy but m1's", lambda: len(
+            self.sink.index()) == 4 and self.sink.index())
+        self.assertEqual(sorted(c["rcpt"] for c in copies),
+                         [m for m in self.members if m != "m1@example.com"])
+        wait_for("m1 deferred again", lambda: int(self.db.scalar(
+            "SELECT count(*) FROM quire.delivery_log WHERE outcome ="
+            " 'deferred' AND email = 'm1@example.com' AND code = 421"))
+            >= 2)
+        self.assertEqual(self.db.query(
+            "SELECT email, last_code FROM quire.delivery"),
+            [["m1@example.com", "421"]])
+
 class RelayDownTest(EngineTest):
     engine_args = ("--retry-base", "1", "--retry-max", "1")
 
