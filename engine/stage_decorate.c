@@ -5,6 +5,7 @@
  * an archive row when the list keeps an archive.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -50,13 +51,15 @@ decorate_verp(const struct list_conf *l, int post_number, int owner)
 	return post_number % l->verp_delivery_interval == 0;
 }
 
-static int
+/* Queue a copy for each recipient; the number queued, or -1. */
+static long
 decorate_fanout(struct stage_ctx *ctx, const struct post *p,
     const struct list_conf *l, int owner)
 {
 	struct db_params prm;
 	struct db_res	*r;
 	char		 pid[24], lid[24];
+	long		 n;
 
 	db_params_init(&prm);
 	db_param_int(&prm, pid, ctx->post_id);
@@ -68,10 +71,11 @@ decorate_fanout(struct stage_ctx *ctx, const struct post *p,
 	    &prm, DB_TEXT);
 	if (r == NULL)
 		return stage_db_error(ctx, "fan out");
-	stage_event(ctx, "post_released", "post=%lld list=%s recipients=%s",
-	    ctx->post_id, l->fqdn, db_res_cmd_tuples(r));
+	n = atol(db_res_cmd_tuples(r));
+	stage_event(ctx, "post_released", "post=%lld list=%s recipients=%ld",
+	    ctx->post_id, l->fqdn, n);
 	db_res_free(r);
-	return 0;
+	return n;
 }
 
 static int
@@ -154,6 +158,7 @@ decorate_run(struct stage_ctx *ctx, const struct post *p,
 	char		 seed[256];
 	int		 owner = strcmp(p->subaddress, "owner") == 0;
 	int		 rc;
+	long		 fanned = 0;
 
 	decorate_list_from_conf(l, &d);
 	snprintf(seed, sizeof(seed), "quire.%lld.%lld@%s", ctx->post_id,
@@ -167,8 +172,13 @@ decorate_run(struct stage_ctx *ctx, const struct post *p,
 	}
 	rc = decorate_store(ctx, &headers, body_offset);
 	buf_free(&headers);
-	if (rc == 0)
-		rc = decorate_fanout(ctx, p, l, owner);
+	if (rc == 0 && (fanned = decorate_fanout(ctx, p, l, owner)) == -1)
+		rc = -1;
+	/* Mail for the owners that no one would get waits where an
+	 * admin sees it, to be approved once the list has an owner. */
+	if (rc == 0 && owner && fanned == 0)
+		return stage_settle(ctx, "held", "no owner or moderator of "
+		    "the list gets mail");
 	if (rc == 0 && !owner)
 		rc = decorate_to_archive(ctx, p, l);
 	if (rc == 0)

@@ -193,6 +193,31 @@ class DeliveryTest(EngineTest):
             "SELECT count(*) FROM quire.message"), "1")
 
 
+class OwnerlessTest(EngineTest):
+
+    def test_owner_mail_with_no_owner_is_held(self):
+        self.make_list("bench@example.org", MEMBERS)
+        self.start_engine()
+        c = LMTP(self.engine.lmtp_port)
+        codes, _ = c.send("anne@example.com", ["bench-owner@example.org"],
+                          POST)
+        c.close()
+        self.assertEqual(codes, [250])
+        held = wait_for("the held post", lambda: self.db.query(
+            "SELECT post_id, reason FROM quire.held"))
+        self.assertEqual([h[1] for h in held],
+                         ["no owner or moderator of the list gets mail"])
+        self.assertEqual(self.db.scalar(
+            "SELECT count(*) FROM quire.delivery"), "0")
+        quire(self.db, "member", "add", "bench@example.org", "--role",
+              "moderator", "mod@example.org")
+        quire(self.db, "held", "approve", held[0][0])
+        copies = self.wait_copies(1)
+        self.assertEqual([(c["rcpt"], c["mail_from"]) for c in copies], [
+            ("mod@example.org",
+             "bench-bounces+mod=example.org@example.org")])
+        self.assertEqual(self.sink.message(copies[0]), POST)
+
 class BatchTest(EngineTest):
     members = ["m%d@example.com" % i for i in range(5)]
 
