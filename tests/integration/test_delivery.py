@@ -25,6 +25,17 @@ From the start of a line
 """)
 
 
+def post_plain(engine, sender, subject=b"x"):
+    """One short post from `sender' to bench@example.org."""
+    c = LMTP(engine.lmtp_port)
+    try:
+        return c.send(sender, ["bench@example.org"], crlf(
+            b"From: " + sender.encode() + b"\nSubject: " + subject +
+            b"\n\nbody\n"))
+    finally:
+        c.close()
+
+
 class DeliveryTest(EngineTest):
 
     def setUp(self):
@@ -229,10 +240,7 @@ class BatchTest(EngineTest):
         quire(self.db, "list", "set", "bench@example.org",
               "max_recipients", "2")
         self.start_engine()
-        c = LMTP(self.engine.lmtp_port)
-        c.send("m0@example.com", ["bench@example.org"], crlf(
-            b"From: m0@example.com\nSubject: x\n\nbody\n"))
-        c.close()
+        post_plain(self.engine, "m0@example.com")
         self.wait_copies(5)
         # The batch line is written after the relay's answer is recorded,
         # which may be just after the sink has the copy.
@@ -248,10 +256,7 @@ class BatchTest(EngineTest):
         quire(self.db, "list", "set", "bench@example.org",
               "verp_delivery_interval", "1")
         self.start_engine()
-        c = LMTP(self.engine.lmtp_port)
-        c.send("m0@example.com", ["bench@example.org"], crlf(
-            b"From: m0@example.com\nSubject: x\n\nbody\n"))
-        c.close()
+        post_plain(self.engine, "m0@example.com")
         copies = self.wait_copies(5)
         self.assertEqual(sorted((c["rcpt"], c["mail_from"]) for c in copies),
                          [("m%d@example.com" % i,
@@ -263,11 +268,8 @@ class BatchTest(EngineTest):
         """A dead runner's batch goes before queued copies, however long
         these have waited: it has waited a whole lease already."""
         self.start_engine(stages="lmtp,in,posting,decorate,archive")
-        c = LMTP(self.engine.lmtp_port)
-        for n in (1, 2):
-            c.send("m0@example.com", ["bench@example.org"], crlf(
-                b"From: m0@example.com\nSubject: %d\n\nbody\n" % n))
-        c.close()
+        for n in (b"1", b"2"):
+            post_plain(self.engine, "m0@example.com", n)
         wait_for("both posts' copies", lambda: self.db.scalar(
             "SELECT count(*) FROM quire.delivery") == "10")
         lost, backlog = [r[0] for r in self.db.query(
@@ -295,10 +297,7 @@ class XverpTest(EngineTest):
               "verp_delivery_interval", "1")
         self.start_engine()
         for i in range(2):
-            c = LMTP(self.engine.lmtp_port)
-            c.send("a@example.com", ["bench@example.org"], crlf(
-                b"From: a@example.com\nSubject: %d\n\nbody\n" % i))
-            c.close()
+            post_plain(self.engine, "a@example.com", b"%d" % i)
             self.wait_copies(2 * (i + 1))
         # The first batch learns the relay's keywords; later ones use
         # XVERP: one transaction for both recipients.
@@ -323,10 +322,7 @@ class RelayAnswersTest(EngineTest):
         self.make_list("bench@example.org", [
             "ok@example.com", "tempfail@example.com", "reject@example.com"])
         self.start_engine()
-        c = LMTP(self.engine.lmtp_port)
-        c.send("ok@example.com", ["bench@example.org"], crlf(
-            b"From: ok@example.com\nSubject: x\n\nbody\n"))
-        c.close()
+        post_plain(self.engine, "ok@example.com")
         copies = self.wait_copies(1)
         self.assertEqual([c["rcpt"] for c in copies], ["ok@example.com"])
         bounce = wait_for("the bounce event", lambda: self.db.query(
@@ -359,10 +355,7 @@ class RelayClosesTest(EngineTest):
         quire(self.db, "list", "set", "bench@example.org",
               "verp_delivery_interval", "1")
         self.start_engine()
-        c = LMTP(self.engine.lmtp_port)
-        c.send("m0@example.com", ["bench@example.org"], crlf(
-            b"From: m0@example.com\nSubject: x\n\nbody\n"))
-        c.close()
+        post_plain(self.engine, "m0@example.com")
         copies = wait_for("every copy but m1's", lambda: len(
             self.sink.index()) == 4 and self.sink.index())
         self.assertEqual(sorted(c["rcpt"] for c in copies),
