@@ -297,7 +297,26 @@ out_batch_txns(struct out_batch *b, int xverp)
  * that post's row from before it was decorated. */
 static const char out_claim_sql[] =
     "SELECT id, post_id, email, verp::int"
-    "  FROM quire.delivery_claim($1, $2, $3)";
+    "  FROM quire.delivery_claim($1, $2, $3, $4)";
+
+/* The tokens of this worker's batches in flight or waiting to be
+ * recorded, as an array literal; their number, or -1. */
+static int
+out_tokens(const struct out *o, struct buf *tokens)
+{
+	int	 n = 0, rc = 0;
+
+	rc |= buf_adds(tokens, "{");
+	for (int i = 0; i < o->nslots; i++)
+		if (o->slots[i].batch != NULL)
+			rc |= buf_addf(tokens, "%s%s", n++ ? "," : "",
+			    o->slots[i].batch->token);
+	for (int i = 0; i < o->npending; i++)
+		rc |= buf_addf(tokens, "%s%s", n++ ? "," : "",
+		    o->pending[i]->token);
+	rc |= buf_adds(tokens, "}");
+	return rc ? -1 : n;
+}
 
 static const char out_fetch_sql[] = OUT_MSG_SELECT
     " WHERE p.id = (SELECT d.post_id FROM quire.delivery d"
@@ -312,22 +331,30 @@ out_claim(struct out *o)
 	const char	*sql[] = { out_claim_sql, out_fetch_sql };
 	struct db_res	*res[2];
 	struct out_batch *b;
+	struct buf	 keep = { 0 };
 	char		 lease[32], cached[24];
 	int		 n, taken = 0;
 
 	if ((b = calloc(1, sizeof(*b))) == NULL)
 		return NULL;
+	if (out_tokens(o, &keep) == -1) {
+		buf_free(&keep);
+		free(b);
+		return NULL;
+	}
 	out_token(b->token);
 	snprintf(lease, sizeof(lease), "%d seconds", o->cfg->lease);
 	db_params_init(&claim);
 	db_param_text(&claim, b->token);
 	db_param_text(&claim, lease);
 	db_param_text(&claim, o->cfg->appname);
+	db_param_text(&claim, keep.p);
 	db_params_init(&fetch);
 	db_param_text(&fetch, b->token);
 	db_param_int(&fetch, cached, o->cache ? o->cache->post_id : 0);
-	if (db_exec_pipeline_each(o->db, 2, sql, params, DB_BINARY,
-	    res) == -1) {
+	n = db_exec_pipeline_each(o->db, 2, sql, params, DB_BINARY, res);
+	buf_free(&keep);
+	if (n == -1) {
 		log_warn("out_claim_failed", "reason=%s",
 		    log_q(db_error(o->db)));
 		free(b);
@@ -568,20 +595,12 @@ out_renew(evutil_socket_t fd, short what, void *arg)
 	struct buf	 tokens = { 0 };
 	struct db_params p;
 	char		 lease[32];
-	int		 n = 0, rc = 0;
+	int		 n;
 
 	(void)fd;
 	(void)what;
-	rc |= buf_adds(&tokens, "{");
-	for (int i = 0; i < o->nslots; i++)
-		if (o->slots[i].batch != NULL)
-			rc |= buf_addf(&tokens, "%s%s", n++ ? "," : "",
-			    o->slots[i].batch->token);
-	for (int i = 0; i < o->npending; i++)
-		rc |= buf_addf(&tokens, "%s%s", n++ ? "," : "",
-		    o->pending[i]->token);
-	rc |= buf_adds(&tokens, "}");
-	if (n > 0 && rc == 0 && o->db != NULL && db_ok(o->db)) {
+	n = out_tokens(o, &tokens);
+	if (n > 0 && o->db != NULL && db_ok(o->db)) {
 		snprintf(lease, sizeof(lease), "%d seconds", o->cfg->lease);
 		db_params_init(&p);
 		db_param_text(&p, tokens.p);

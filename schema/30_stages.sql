@@ -205,7 +205,8 @@ COMMENT ON FUNCTION quire.queue_fail(bigint, text, integer, interval) IS
 -- when nothing there waits: the earliest future row (a retry's backoff,
 -- or a claim's lease: a crashed row is tried again when its lease runs
 -- out), or `recheck' from now when a row is due but the runner asking
--- could not take it.  Such a row is held by another session: a batch in
+-- could not take it, or is claimed by another runner (whose session
+-- may end before its lease, which may be longer than this runner's).  Such a row is held by another session: a batch in
 -- progress, or the claim or batch of a runner whose host was cut off,
 -- which nobody announces when the server ends that session.  Looking
 -- again every `recheck' while such rows exist bounds the takeover of a
@@ -216,8 +217,9 @@ CREATE OR REPLACE FUNCTION quire.queue_next_due(stages text[],
 RETURNS double precision LANGUAGE plpgsql STABLE AS $$
 BEGIN
 	RETURN (SELECT extract(epoch FROM min(CASE
-		    WHEN greatest(q.not_before, q.claimed_until) > now()
-		    THEN greatest(q.not_before, q.claimed_until)
+		    WHEN q.not_before > now() THEN q.not_before
+		    WHEN q.claimed_until > now()
+		    THEN least(q.claimed_until, now() + recheck)
 		    ELSE now() + recheck END) - now())
 		  FROM quire.queue q
 		 WHERE q.stage = ANY (stages));

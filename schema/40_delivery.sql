@@ -1,21 +1,26 @@
 -- The outgoing ledger: claiming copies under a lease, and recording what
 -- the relay said.
 
+DROP FUNCTION IF EXISTS quire.delivery_claim(uuid, interval, text);
 CREATE OR REPLACE FUNCTION quire.delivery_claim(token uuid, lease interval,
-    runner text)
+    runner text, keep uuid[] DEFAULT '{}')
 RETURNS TABLE (id bigint, post_id bigint, email text, verp boolean,
     attempts integer)
 LANGUAGE plpgsql AS $$
 DECLARE
 	pid	bigint;
 	lim	integer;
+	alone	boolean;
 BEGIN
 	-- One post a batch: its copies share one message body.  Copies
 	-- whose runner died or lost its database mid-send come first:
 	-- they have waited a whole lease already, and behind a backlog
-	-- that the relay cannot keep up with they would wait on.
+	-- that the relay cannot keep up with they would wait on.  `keep'
+	-- is the caller's own batches still in flight: a statement of its
+	-- that waited longer than the lease must not hand them back to it.
 	SELECT d.post_id INTO pid FROM quire.delivery d
 	 WHERE d.state = 'leased' AND d.lease_until < now()
+	   AND d.lease_token <> ALL (keep)
 	 ORDER BY d.lease_until LIMIT 1 FOR UPDATE SKIP LOCKED;
 	IF pid IS NULL THEN
 		SELECT d.post_id INTO pid FROM quire.delivery d
@@ -34,17 +39,25 @@ BEGIN
 	  JOIN LATERAL (SELECT x.verp FROM quire.delivery x
 			 WHERE x.post_id = p.id LIMIT 1) d ON true
 	 WHERE p.id = pid GROUP BY l.max_recipients;
-	-- Copies the relay refused for now with an answer of their own go
-	-- last: a relay that closes the connection on such an answer (421)
-	-- would otherwise fail the same innocent copies after it every time.
+	-- A copy the relay refused for now with an answer of its own goes
+	-- alone, after the others: a relay that closes the connection on
+	-- such an answer (421) would otherwise fail the same innocent
+	-- copies with it every time.
+	alone := NOT EXISTS (SELECT 1 FROM quire.delivery d
+	     WHERE d.post_id = pid AND coalesce(d.last_code, 0) < 400
+	       AND ((d.state = 'queued' AND d.not_before <= now())
+		 OR (d.state = 'leased' AND d.lease_until < now()
+		     AND d.lease_token <> ALL (keep))));
 	RETURN QUERY
 	WITH batch AS (
 		SELECT d.id FROM quire.delivery d
 		 WHERE d.post_id = pid
+		   AND (coalesce(d.last_code, 0) >= 400) = alone
 		   AND ((d.state = 'queued' AND d.not_before <= now())
-		     OR (d.state = 'leased' AND d.lease_until < now()))
-		 ORDER BY coalesce(d.last_code, 0) >= 400, d.domain, d.id
-		 LIMIT coalesce(lim, 500)
+		     OR (d.state = 'leased' AND d.lease_until < now()
+			 AND d.lease_token <> ALL (keep)))
+		 ORDER BY d.domain, d.id
+		 LIMIT CASE WHEN alone THEN 1 ELSE coalesce(lim, 500) END
 		 FOR UPDATE SKIP LOCKED)
 	UPDATE quire.delivery d
 	   SET state = 'leased', lease_token = token,
@@ -54,9 +67,10 @@ BEGIN
 	RETURNING d.id, d.post_id, d.email, d.verp, d.attempts;
 END
 $$;
-COMMENT ON FUNCTION quire.delivery_claim(uuid, interval, text) IS
+COMMENT ON FUNCTION quire.delivery_claim(uuid, interval, text, uuid[]) IS
     'lease up to the list''s max_recipients due copies of one post, '
-    'ordered by domain';
+    'ordered by domain (one alone if the relay deferred it with its own '
+    'answer), leaving out the caller''s own batches in flight (keep)';
 
 CREATE OR REPLACE FUNCTION quire.delivery_record(token uuid, ids bigint[],
     codes integer[], replies text[], runner text, retry_base interval,

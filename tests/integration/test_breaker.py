@@ -54,6 +54,42 @@ class SlowRelayTest(EngineTest):
         self.assertNotIn("event=delivery_lease_lost", log)
 
 
+class LongStatementTest(EngineTest):
+    """One of the out worker's statements waits on a lock for longer than
+    --lease while its other batches are in flight: their leases run out
+    unrenewed, and the worker's next claim must not hand it its own
+    batches to send again."""
+    # Each batch one copy; their answers held 3 s, past the 2 s lease.
+    sink_args = ("--delay-data", "3", "--delay-count", "4")
+    engine_args = ("--lease", "2", "--out-connections", "4")
+
+    def test_a_stalled_worker_does_not_take_its_own_batches(self):
+        self.make_list("dev@lists.example.org", MEMBERS + [
+            "dora@example.com"])
+        quire(self.db, "list", "set", "dev@lists.example.org",
+              "max_recipients", "1")
+        self.start_engine()
+        c = LMTP(self.engine.lmtp_port)
+        _, replies = c.send("anne@example.com", ["dev@lists.example.org"],
+                            crlf(b"From: anne@example.com\n"
+                                 b"Subject: stall\n\nbody\n"))
+        c.close()
+        self.assertEqual(replies, ["250 2.0.0 Queued as post 1"])
+        wait_for("four batches at the relay, answers held",
+                 lambda: len(self.sink.index()) == 4)
+        # The first record waits here for 6 s, three leases.
+        self.db.query("BEGIN; LOCK TABLE quire.delivery_log IN SHARE MODE;"
+                      " SELECT pg_sleep(6); COMMIT;")
+        wait_for("every copy recorded", lambda: self.db.scalar(
+            "SELECT count(*) FROM quire.delivery") == "0")
+        copies = collections.Counter(e["rcpt"] for e in self.sink.index())
+        log = self.engine.log_text()
+        self.assertEqual(copies, collections.Counter(
+            {m: 1 for m in MEMBERS + ["dora@example.com"]}))
+        self.assertEqual(log.count("event=delivery_leased"), 4)
+        self.assertNotIn("event=delivery_lease_lost", log)
+
+
 class MigrateWhileRunningTest(EngineTest):
     """`quire migrate` re-applies schema/ (triggers on quire.queue and
     quire.post among it) while an engine takes a stream: the engine's

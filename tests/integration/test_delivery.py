@@ -344,16 +344,18 @@ class RelayAnswersTest(EngineTest):
 class RelayClosesTest(EngineTest):
     """A relay that answers one recipient's copy with 421 and closes the
     connection fails the copies after it in the batch too; on the retry
-    those go first and get through, and only the one is retried on."""
+    those go without it and get through, and only the one is retried.
+    Here with VERP (a transaction a recipient, 421 to the final dot)."""
     sink_args = ("--reply-data", "m1=421")
     engine_args = ("--retry-base", "1", "--retry-max", "1",
                    "--out-connections", "1")
     members = ["m%d@example.com" % i for i in range(5)]
+    verp = "1"
 
     def test_one_recipient_does_not_hold_up_the_rest(self):
         self.make_list("bench@example.org", self.members)
         quire(self.db, "list", "set", "bench@example.org",
-              "verp_delivery_interval", "1")
+              "verp_delivery_interval", self.verp)
         self.start_engine()
         post_plain(self.engine, "m0@example.com")
         copies = wait_for("every copy but m1's", lambda: len(
@@ -367,6 +369,13 @@ class RelayClosesTest(EngineTest):
         self.assertEqual(self.db.query(
             "SELECT email, last_code FROM quire.delivery"),
             [["m1@example.com", "421"]])
+
+
+class RelayClosesOnRcptTest(RelayClosesTest):
+    """The same with one transaction for all, 421 to one RCPT."""
+    sink_args = ("--reply-rcpt", "m1=421")
+    verp = "0"
+
 
 class RelayDownTest(EngineTest):
     engine_args = ("--retry-base", "1", "--retry-max", "1")
