@@ -548,10 +548,19 @@ out_record_pending(struct out *o)
 	o->npending -= i;
 }
 
-/* Stopping with the database away: the leases will run out. */
+/* Stopping with the database away: the leases will run out, and these
+ * batches go again. */
 static void
 out_abandon_pending(struct out *o)
 {
+	for (int i = 0; i < o->nslots; i++) {
+		struct out_batch *b = o->slots[i].batch;
+
+		if (b != NULL)
+			log_error("delivery_unrecorded", "post=%lld token=%s "
+			    "rcpts=%d reason=\"stopped with the database "
+			    "away\"", b->msg->post_id, b->token, b->n);
+	}
 	for (int i = 0; i < o->npending; i++) {
 		struct out_batch *b = o->pending[i];
 
@@ -721,6 +730,32 @@ static void	out_on_db(evutil_socket_t, short, void *);
  * longer than --lease does not hand this worker its own batches to send
  * again.  XXX Another host's out worker that reconnects first can still
  * take them over once their leases have run out. */
+/* A connection, with retries; NULL once a stop is asked for, unless
+ * batches wait to be recorded: then it goes on trying for
+ * --smtp-timeout, so that a stop during a database restart does not
+ * leave them to be sent again. */
+static struct db *
+out_connect_db(struct out *o)
+{
+	struct db	*db;
+	struct timespec	 t0;
+
+	db = db_connect_retry(o->cfg->conninfo, o->cfg->appname,
+	    &stop_requested);
+	if (db != NULL || out_in_flight(o) + o->npending == 0)
+		return db;
+	log_info("out_stop_waits_for_db", "batches=%d seconds=%d",
+	    out_in_flight(o) + o->npending, o->cfg->smtp_timeout);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (out_ms_since(&t0) < o->cfg->smtp_timeout * 1000.0) {
+		usleep(250 * 1000);
+		if ((db = db_connect(o->cfg->conninfo, o->cfg->appname)) !=
+		    NULL)
+			return db;
+	}
+	return NULL;
+}
+
 static void
 out_connect(struct out *o)
 {
@@ -732,10 +767,9 @@ out_connect(struct out *o)
 	}
 	db_close(o->db);
 	for (;;) {
-		o->db = db_connect_retry(o->cfg->conninfo, o->cfg->appname,
-		    &stop_requested);
-		/* Asked to stop with no database: what is in flight cannot
-		 * be recorded anyway, and its lease will run out. */
+		o->db = out_connect_db(o);
+		/* Asked to stop, and the database stayed away: what is in
+		 * flight cannot be recorded, and its lease will run out. */
 		if (o->db == NULL) {
 			out_abandon_pending(o);
 			_exit(0);

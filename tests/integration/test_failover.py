@@ -528,6 +528,28 @@ class RecordOutcomeTest(StreamTest):
         lock.stdin.close()
         self.check_once(str(len(MEMBERS)))
 
+    def test_stop_while_the_database_is_away(self):
+        """SIGTERM with a batch in flight while the server restarts: the
+        out worker waits (up to --smtp-timeout) for the database, records
+        the batch and only then exits, leaving nothing to be re-sent."""
+        self.post_and_wait_for_the_copies("--lease", "2")
+        self.pg.stop("immediate")
+        time.sleep(0.5)
+        self.engine.proc.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        self.pg.start()
+        self.assertEqual(self.engine.proc.wait(60), 0)
+        self.assertEqual(self.db.scalar(
+            "SELECT count(*) FROM quire.delivery"), "0")
+        self.assertEqual(self.db.scalar(
+            "SELECT count(*) FROM quire.delivery_log WHERE outcome ="
+            " 'sent'"), str(len(MEMBERS)))
+        self.assertEqual(sorted(e["rcpt"] for e in self.held.index()),
+                         sorted(MEMBERS))
+        log = self.engine.log_text()
+        self.assertIn("event=out_stop_waits_for_db", log)
+        self.assertNotIn("event=delivery_unrecorded", log)
+
     def test_session_lost_unseen_while_the_answer_comes(self):
         """The out worker is frozen while the server ends its session
         and the relay answers; thawed (before its lease is due for
