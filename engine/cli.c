@@ -45,7 +45,13 @@ cli_take(struct cli *c, const char *name)
 	for (int i = 0; i < c->argc; i++) {
 		const char *a = c->argv[i];
 
-		if (strcmp(a, name) == 0 && i + 1 < c->argc) {
+		if (strcmp(a, name) == 0 && i + 1 == c->argc) {
+			fprintf(stderr, "quire: %s needs a value\n", name);
+			c->bad = 1;
+			cli_drop(c, i, 1);
+			return NULL;
+		}
+		if (strcmp(a, name) == 0) {
 			const char *v = c->argv[i + 1];
 			cli_drop(c, i, 2);
 			return v;
@@ -67,7 +73,7 @@ cli_opt(struct cli *c, const char *name, const char *def)
 		return def;
 	if (cli_take(c, name) != NULL) {
 		fprintf(stderr, "quire: %s given more than once\n", name);
-		c->twice = 1;
+		c->bad = 1;
 		while (cli_take(c, name) != NULL)
 			;
 	}
@@ -89,7 +95,7 @@ cli_flag(struct cli *c, const char *name)
 int
 cli_no_options(struct cli *c)
 {
-	if (c->twice)
+	if (c->bad)
 		return -1;
 	for (int i = 0; i < c->argc; i++) {
 		if (strncmp(c->argv[i], "--", 2) == 0 && c->argv[i][2]) {

@@ -12,12 +12,13 @@ struct cli {
 	const char	*conninfo;
 	int		 argc;
 	char		**argv;	/* after the subcommand's own words */
-	int		 twice;	/* an option was given more than once */
+	int		 bad;	/* an option given twice or without a value */
 };
 
 /* Remove "--name value" (or "--name=value") from the arguments; the value
  * or `def'.  cli_flag removes a bare "--name" and says if it was there.
- * An option given twice is said on stderr, and cli_no_options fails. */
+ * An option given twice or without its value is said on stderr, and
+ * cli_no_options fails. */
 const char	*cli_opt(struct cli *, const char *name, const char *def);
 int		 cli_flag(struct cli *, const char *name);
 /* An unknown option left over: complain and return -1. */

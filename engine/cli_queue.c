@@ -115,6 +115,22 @@ cli_inject(struct cli *c)
 	" WHEN q.not_before > now() THEN 'waiting'" \
 	" ELSE 'due' END"
 
+/* 1 if `name' is a stage queue rows can be in; otherwise says so. */
+static int
+cli_queue_stage(const char *name)
+{
+	static const char *const stages[] = { "in", "posting", "decorate",
+	    "archive", "command", "bounces", "shunt" };
+
+	for (size_t i = 0; i < sizeof(stages) / sizeof(stages[0]); i++)
+		if (strcmp(name, stages[i]) == 0)
+			return 1;
+	fprintf(stderr, "quire: no queue stage %s (in, posting, decorate, "
+	    "archive, command, bounces, shunt; copies for the relay are in "
+	    "quire status and quire.deliveries)\n", name);
+	return 0;
+}
+
 /* 1 if queue row `id' exists; otherwise says why and returns 0. */
 static int
 cli_queue_exists(struct db *db, const char *id)
@@ -190,8 +206,11 @@ cli_queue(struct cli *c)
 
 	if (cli_no_options(c))
 		return 2;
-	if (strcmp(verb, "list") != 0 && c->argc != 2)
+	if ((strcmp(verb, "list") != 0 && c->argc != 2) || c->argc > 2)
 		return cli_usage("queue list [STAGE] | show|retry|delete ID");
+	if (strcmp(verb, "list") == 0 && c->argc == 2 &&
+	    !cli_queue_stage(c->argv[1]))
+		return 2;
 	if ((db = cli_connect(c)) == NULL)
 		return 1;
 	db_params_init(&p);

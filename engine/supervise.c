@@ -79,9 +79,24 @@ parse_hostport(const char *s, const char **host, int *port)
 	*host = b;
 	if (colon[1] == '\0' || colon[1 + strspn(colon + 1, "0123456789")] !=
 	    '\0' || strlen(colon + 1) > 5 || (*port = atoi(colon + 1)) >
-	    65535 || *b == '\0')
+	    65535 || *port == 0 || *b == '\0')
 		return -1;
 	return 0;
+}
+
+/* The name in the LMTP greeting and the SMTP EHLO: one word of
+ * printable characters. */
+static int
+hostname_ok(const char *h)
+{
+	size_t	 n = strlen(h);
+
+	if (n == 0 || n > 255)
+		return 0;
+	for (; *h != '\0'; h++)
+		if (*h <= ' ' || *h >= 0x7f)
+			return 0;
+	return 1;
 }
 
 static int
@@ -137,7 +152,8 @@ opt_num(struct cli *c, const char *name, const char *env, long def,
 	}
 	errno = 0;
 	n = strtol(v, &end, 10);
-	if (errno != 0 || end == v || *end != '\0' || n < min || n > max) {
+	if (errno != 0 || end == v || *end != '\0' || n < min || n > max ||
+	    !(*v == '-' || (*v >= '0' && *v <= '9'))) {
 		fprintf(stderr, "quire: %s takes a whole number from %ld to "
 		    "%ld, not \"%s\"\n", from, min, max, v);
 		return -1;
@@ -200,6 +216,12 @@ engine_numbers(struct engine *e, struct cli *c)
 	e->out.give_up = (int)v[i++];
 	e->out.smtp_timeout = (int)v[i++];
 	e->pause_max = (int)v[i++];
+	if (e->out.retry_max < e->out.retry_base) {
+		fprintf(stderr, "quire: --retry-max (%d) is less than "
+		    "--retry-base (%d)\n", e->out.retry_max,
+		    e->out.retry_base);
+		return -1;
+	}
 	return 0;
 }
 
@@ -224,6 +246,11 @@ engine_configure(struct engine *e, struct cli *c)
 		return -1;
 	}
 	e->intake.hostname = cli_opt(c, "--hostname", e->host);
+	if (!hostname_ok(e->intake.hostname)) {
+		fprintf(stderr, "quire: --hostname takes one word of printable "
+		    "characters, not \"%s\"\n", e->intake.hostname);
+		return -1;
+	}
 	e->out.helo = e->intake.hostname;
 	if (engine_numbers(e, c) == -1)
 		return -1;

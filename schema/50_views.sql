@@ -19,7 +19,8 @@ COMMENT ON VIEW quire.list_settings IS
 DROP VIEW IF EXISTS quire.queue_depth CASCADE;
 CREATE VIEW quire.queue_depth AS
 SELECT q.stage, count(*) AS rows,
-       count(*) FILTER (WHERE q.not_before <= now() AND NOT coalesce(
+       count(*) FILTER (WHERE q.stage <> 'shunt'
+		AND q.not_before <= now() AND NOT coalesce(
 		quire.queue_claim_live(q.claimed_until, q.claimed_pid),
 		false)) AS due,
        max(now() - q.created_at) AS oldest,
@@ -29,15 +30,18 @@ SELECT q.stage, count(*) AS rows,
        count(*) FILTER (WHERE q.crashes > 0) AS crashed
   FROM quire.queue q GROUP BY q.stage
 UNION ALL
-SELECT 'out', count(*), count(*) FILTER (WHERE d.not_before <= now()
-		AND d.state = 'queued'),
+SELECT 'out', count(*), count(*) FILTER (WHERE (d.state = 'queued'
+		AND d.not_before <= now()) OR (d.state = 'leased'
+		AND d.lease_until < now())),
        max(now() - d.created_at), max(d.attempts),
-       count(*) FILTER (WHERE d.state = 'leased'), NULL
+       count(*) FILTER (WHERE d.state = 'leased'
+		AND d.lease_until >= now()), NULL
   FROM quire.delivery d HAVING count(*) > 0;
 COMMENT ON VIEW quire.queue_depth IS
     'rows waiting per stage (out: copies not yet handed to the relay), '
-    'how many are due, the age of the oldest, how many a runner holds '
-    'now, and how many had a runner die on them';
+    'how many are due (a shunted row never is; a copy whose lease ran '
+    'out is), the age of the oldest, how many a runner holds now, and '
+    'how many had a runner die on them';
 
 DROP VIEW IF EXISTS quire.shunted CASCADE;
 CREATE VIEW quire.shunted AS

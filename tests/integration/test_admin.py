@@ -233,6 +233,17 @@ class CliTest(EngineTest):
             (["--out-connections", "17"], {},
              'quire: --out-connections takes a whole number from 1 to '
              '16, not "17"\n'),
+            (["--lease", " 7"], {},
+             'quire: --lease takes a whole number from 1 to 604800, '
+             'not " 7"\n'),
+            (["--relay", "127.0.0.1:0"], {},
+             "quire: --lmtp and --relay take HOST:PORT\n"),
+            (["--hostname", "a b"], {},
+             'quire: --hostname takes one word of printable characters, '
+             'not "a b"\n'),
+            (["--retry-base", "100", "--retry-max", "10"], {},
+             "quire: --retry-max (10) is less than --retry-base (100)\n"),
+            (["--lease"], {}, "quire: --lease needs a value\n"),
         ]
         for args, env, said in cases:
             r = subprocess.run(
@@ -241,6 +252,18 @@ class CliTest(EngineTest):
                 env=dict(os.environ, **env))
             self.assertEqual((r.returncode, r.stderr.decode()), (2, said),
                              args)
+
+    def test_queue_list_names_its_stages(self):
+        r = quire(self.db, "queue", "list", "out", check=False)
+        self.assertEqual((r.returncode, r.stderr.decode()), (2, (
+            "quire: no queue stage out (in, posting, decorate, archive, "
+            "command, bounces, shunt; copies for the relay are in quire "
+            "status and quire.deliveries)\n")))
+        r = quire(self.db, "queue", "list", "in", "extra", check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(quire(self.db, "queue", "list", "shunt").stdout
+                         .decode().splitlines()[0].split("\t")[:2],
+                         ["id", "stage"])
 
     def test_lists_and_members(self):
         self.assertEqual(quire(self.db, "domain", "add", "example.org",
