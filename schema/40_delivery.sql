@@ -39,12 +39,12 @@ BEGIN
 	  JOIN LATERAL (SELECT x.verp FROM quire.delivery x
 			 WHERE x.post_id = p.id LIMIT 1) d ON true
 	 WHERE p.id = pid GROUP BY l.max_recipients;
-	-- A copy the relay refused for now with an answer of its own goes
-	-- alone, after the others: a relay that closes the connection on
-	-- such an answer (421) would otherwise fail the same innocent
-	-- copies with it every time.
+	-- A copy the relay answered 421, closing the connection, goes
+	-- alone, after the others: with them, it would fail the same
+	-- innocent copies every time.  Other deferred copies go after the
+	-- rest of their batch.
 	alone := NOT EXISTS (SELECT 1 FROM quire.delivery d
-	     WHERE d.post_id = pid AND coalesce(d.last_code, 0) < 400
+	     WHERE d.post_id = pid AND coalesce(d.last_code, 0) <> 421
 	       AND ((d.state = 'queued' AND d.not_before <= now())
 		 OR (d.state = 'leased' AND d.lease_until < now()
 		     AND d.lease_token <> ALL (keep))));
@@ -52,11 +52,11 @@ BEGIN
 	WITH batch AS (
 		SELECT d.id FROM quire.delivery d
 		 WHERE d.post_id = pid
-		   AND (coalesce(d.last_code, 0) >= 400) = alone
+		   AND (coalesce(d.last_code, 0) = 421) = alone
 		   AND ((d.state = 'queued' AND d.not_before <= now())
 		     OR (d.state = 'leased' AND d.lease_until < now()
 			 AND d.lease_token <> ALL (keep)))
-		 ORDER BY d.domain, d.id
+		 ORDER BY coalesce(d.last_code, 0) >= 400, d.domain, d.id
 		 LIMIT CASE WHEN alone THEN 1 ELSE coalesce(lim, 500) END
 		 FOR UPDATE SKIP LOCKED)
 	UPDATE quire.delivery d
@@ -69,8 +69,9 @@ END
 $$;
 COMMENT ON FUNCTION quire.delivery_claim(uuid, interval, text, uuid[]) IS
     'lease up to the list''s max_recipients due copies of one post, '
-    'ordered by domain (one alone if the relay deferred it with its own '
-    'answer), leaving out the caller''s own batches in flight (keep)';
+    'ordered by domain, deferred ones last (one alone if the relay '
+    'answered it 421), leaving out the caller''s own batches in flight '
+    '(keep)';
 
 CREATE OR REPLACE FUNCTION quire.delivery_record(token uuid, ids bigint[],
     codes integer[], replies text[], runner text, retry_base interval,

@@ -1,5 +1,6 @@
 """A post from LMTP to every member over SMTP, on a real database."""
 import os
+import re
 import subprocess
 import unittest
 
@@ -375,6 +376,29 @@ class RelayClosesOnRcptTest(RelayClosesTest):
     """The same with one transaction for all, 421 to one RCPT."""
     sink_args = ("--reply-rcpt", "m1=421")
     verp = "0"
+
+
+class GreylistTest(EngineTest):
+    """Copies deferred with a 4xx that keeps the connection open are
+    retried together, not one transaction each."""
+    sink_args = ("--reply-rcpt", "grey=451")
+    engine_args = ("--retry-base", "1", "--retry-max", "1")
+
+    def test_deferred_copies_are_retried_as_one_batch(self):
+        self.make_list("bench@example.org", [
+            "ok@example.com", "grey1@example.com", "grey2@example.com"])
+        self.start_engine()
+        post_plain(self.engine, "ok@example.com")
+        wait_for("two retries", lambda: int(self.db.scalar(
+            "SELECT count(*) FROM quire.delivery_log"
+            " WHERE outcome = 'deferred'")) >= 6)
+        batches = [l for l in self.engine.log_text().splitlines()
+                   if " event=delivery_batch " in l]
+        self.assertEqual([re.search(r" rcpts=(\d+) .* sent=(\d+) "
+                                    r"deferred=(\d+) ", l).groups()
+                          for l in batches[:3]],
+                         [("3", "1", "2"), ("2", "0", "2"),
+                          ("2", "0", "2")])
 
 
 class RelayDownTest(EngineTest):
