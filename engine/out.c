@@ -432,6 +432,15 @@ out_log_batch(const struct out_batch *b, const char *sent,
 		    b->msg->post_id, stale);
 }
 
+/* A batch given up unrecorded: its lease runs out and it is sent
+ * again. */
+static void
+out_log_unrecorded(const struct out_batch *b, const char *reason)
+{
+	log_error("delivery_unrecorded", "post=%lld token=%s rcpts=%d "
+	    "reason=%s", b->msg->post_id, b->token, b->n, log_q(reason));
+}
+
 /* Record the relay's answers under the batch's token: 0 when done (or
  * refused for good, logged), -1 when the connection was lost on the
  * way, so that the outcome is unknown and the batch is kept. */
@@ -467,10 +476,7 @@ out_record(struct out *o, struct out_batch *b, int late)
 	else if (!db_ok(o->db))
 		rc = -1;
 	else
-		/* The lease runs out and the batch is sent again. */
-		log_error("delivery_unrecorded", "post=%lld token=%s rcpts=%d "
-		    "reason=%s", b->msg->post_id, b->token, b->n,
-		    log_q(db_error(o->db)));
+		out_log_unrecorded(b, db_error(o->db));
 	db_res_free(r);
 	buf_free(&ids);
 	buf_free(&codes);
@@ -483,9 +489,7 @@ static void
 out_keep_pending(struct out *o, struct out_batch *b)
 {
 	if (o->npending == OUT_MAX_CONNS) {
-		log_error("delivery_unrecorded", "post=%lld token=%s rcpts=%d "
-		    "reason=\"database connection lost\"", b->msg->post_id,
-		    b->token, b->n);
+		out_log_unrecorded(b, "database connection lost");
 		out_batch_free(o, b);
 		return;
 	}
@@ -553,21 +557,14 @@ out_record_pending(struct out *o)
 static void
 out_abandon_pending(struct out *o)
 {
-	for (int i = 0; i < o->nslots; i++) {
-		struct out_batch *b = o->slots[i].batch;
-
-		if (b != NULL)
-			log_error("delivery_unrecorded", "post=%lld token=%s "
-			    "rcpts=%d reason=\"stopped with the database "
-			    "away\"", b->msg->post_id, b->token, b->n);
-	}
+	for (int i = 0; i < o->nslots; i++)
+		if (o->slots[i].batch != NULL)
+			out_log_unrecorded(o->slots[i].batch,
+			    "stopped with the database away");
 	for (int i = 0; i < o->npending; i++) {
-		struct out_batch *b = o->pending[i];
-
-		log_error("delivery_unrecorded", "post=%lld token=%s rcpts=%d "
-		    "reason=\"stopped with the database away\"",
-		    b->msg->post_id, b->token, b->n);
-		out_batch_free(o, b);
+		out_log_unrecorded(o->pending[i],
+		    "stopped with the database away");
+		out_batch_free(o, o->pending[i]);
 	}
 	o->npending = 0;
 }
@@ -778,8 +775,7 @@ out_connect(struct out *o)
 			break;
 		db_close(o->db);
 	}
-	if (out_in_flight(o) > 0 || o->npending > 0)
-		out_renew(-1, 0, o);
+	out_renew(-1, 0, o);
 	out_record_pending(o);
 	o->ev_db = event_new(o->base, db_socket(o->db), EV_READ | EV_PERSIST,
 	    out_on_db, o);

@@ -166,56 +166,72 @@ opt_num(struct cli *c, const char *name, const char *env, long def,
 #define GIB	(1024L * 1024 * 1024)
 
 static int
+opt_int(struct cli *c, const char *name, const char *env, long def,
+    long min, long max, int *out)
+{
+	long	 n;
+
+	if (opt_num(c, name, env, def, min, max, &n) == -1)
+		return -1;
+	*out = (int)n;
+	return 0;
+}
+
+static int
+opt_size(struct cli *c, const char *name, const char *env, long def,
+    long min, long max, size_t *out)
+{
+	long	 n;
+
+	if (opt_num(c, name, env, def, min, max, &n) == -1)
+		return -1;
+	*out = (size_t)n;
+	return 0;
+}
+
+static int
 engine_numbers(struct engine *e, struct cli *c)
 {
-	long	 v[19];
-	int	 bad = 0, i = 0;
+	int	 bad = 0, backoff = 0;
 
-	bad |= opt_num(c, "--max-size", "QUIRE_MAX_SIZE", 50L << 20, 1, GIB,
-	    &v[i++]);
-	bad |= opt_num(c, "--max-rcpts", NULL, 100, 1, 100000, &v[i++]);
-	bad |= opt_num(c, "--max-clients", NULL, 1000, 1, 1000000, &v[i++]);
-	bad |= opt_num(c, "--max-buffered", NULL, 0, 0, 64 * GIB, &v[i++]);
-	bad |= opt_num(c, "--idle-timeout", NULL, 300, 1, DAY, &v[i++]);
-	bad |= opt_num(c, "--data-timeout", NULL, 300, 1, DAY, &v[i++]);
-	bad |= opt_num(c, "--commit-timeout", NULL, 10, 1, 3600, &v[i++]);
-	bad |= opt_num(c, "--lmtp-db-connections", NULL, 4, 1, 64, &v[i++]);
-	bad |= opt_num(c, "--max-attempts", NULL, 5, 1, 1000, &v[i++]);
-	bad |= opt_num(c, "--batch", NULL, 32, 1, 10000, &v[i++]);
-	bad |= opt_num(c, "--stage-backoff", NULL, 1, 0, DAY, &v[i++]);
-	bad |= opt_num(c, "--claim-lease", NULL, 10, 1, DAY, &v[i++]);
-	bad |= opt_num(c, "--out-connections", NULL, 4, 1, OUT_MAX_CONNS,
-	    &v[i++]);
-	bad |= opt_num(c, "--lease", "QUIRE_LEASE", 600, 1, 7 * DAY,
-	    &v[i++]);
-	bad |= opt_num(c, "--retry-base", "QUIRE_RETRY_BASE", 60, 1, DAY,
-	    &v[i++]);
-	bad |= opt_num(c, "--retry-max", NULL, 3600, 1, 7 * DAY, &v[i++]);
-	bad |= opt_num(c, "--give-up", NULL, 5 * DAY, 0, 365 * DAY, &v[i++]);
-	bad |= opt_num(c, "--smtp-timeout", NULL, 60, 1, 3600, &v[i++]);
-	bad |= opt_num(c, "--restart-max", NULL, 30, 0, 3600, &v[i++]);
+	bad |= opt_size(c, "--max-size", "QUIRE_MAX_SIZE", 50L << 20, 1, GIB,
+	    &e->intake.max_size);
+	bad |= opt_size(c, "--max-rcpts", NULL, 100, 1, 100000,
+	    &e->intake.max_rcpts);
+	bad |= opt_size(c, "--max-clients", NULL, 1000, 1, 1000000,
+	    &e->intake.max_clients);
+	bad |= opt_size(c, "--max-buffered", NULL, 0, 0, 64 * GIB,
+	    &e->intake.max_buffered);
+	bad |= opt_int(c, "--idle-timeout", NULL, 300, 1, DAY,
+	    &e->intake.idle_timeout);
+	bad |= opt_int(c, "--data-timeout", NULL, 300, 1, DAY,
+	    &e->intake.data_timeout);
+	bad |= opt_int(c, "--commit-timeout", NULL, 10, 1, 3600,
+	    &e->intake.commit_timeout);
+	bad |= opt_int(c, "--lmtp-db-connections", NULL, 4, 1, 64,
+	    &e->intake.db_connections);
+	bad |= opt_int(c, "--max-attempts", NULL, 5, 1, 1000,
+	    &e->runner.max_attempts);
+	bad |= opt_int(c, "--batch", NULL, 32, 1, 10000, &e->runner.batch);
+	bad |= opt_int(c, "--stage-backoff", NULL, 1, 0, DAY, &backoff);
+	bad |= opt_int(c, "--claim-lease", NULL, 10, 1, DAY,
+	    &e->runner.claim_lease);
+	bad |= opt_int(c, "--out-connections", NULL, 4, 1, OUT_MAX_CONNS,
+	    &e->out.connections);
+	bad |= opt_int(c, "--lease", "QUIRE_LEASE", 600, 1, 7 * DAY,
+	    &e->out.lease);
+	bad |= opt_int(c, "--retry-base", "QUIRE_RETRY_BASE", 60, 1, DAY,
+	    &e->out.retry_base);
+	bad |= opt_int(c, "--retry-max", NULL, 3600, 1, 7 * DAY,
+	    &e->out.retry_max);
+	bad |= opt_int(c, "--give-up", NULL, 5 * DAY, 0, 365 * DAY,
+	    &e->out.give_up);
+	bad |= opt_int(c, "--smtp-timeout", NULL, 60, 1, 3600,
+	    &e->out.smtp_timeout);
+	bad |= opt_int(c, "--restart-max", NULL, 30, 0, 3600, &e->pause_max);
 	if (bad)
 		return -1;
-	i = 0;
-	e->intake.max_size = (size_t)v[i++];
-	e->intake.max_rcpts = (size_t)v[i++];
-	e->intake.max_clients = (size_t)v[i++];
-	e->intake.max_buffered = (size_t)v[i++];
-	e->intake.idle_timeout = (int)v[i++];
-	e->intake.data_timeout = (int)v[i++];
-	e->intake.commit_timeout = (int)v[i++];
-	e->intake.db_connections = (int)v[i++];
-	e->runner.max_attempts = (int)v[i++];
-	e->runner.batch = (int)v[i++];
-	e->runner.retry_backoff = (double)v[i++];
-	e->runner.claim_lease = (int)v[i++];
-	e->out.connections = (int)v[i++];
-	e->out.lease = (int)v[i++];
-	e->out.retry_base = (int)v[i++];
-	e->out.retry_max = (int)v[i++];
-	e->out.give_up = (int)v[i++];
-	e->out.smtp_timeout = (int)v[i++];
-	e->pause_max = (int)v[i++];
+	e->runner.retry_backoff = backoff;
 	if (e->out.retry_max < e->out.retry_base) {
 		fprintf(stderr, "quire: --retry-max (%d) is less than "
 		    "--retry-base (%d)\n", e->out.retry_max,
