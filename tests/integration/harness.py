@@ -95,6 +95,16 @@ def quire(db, *args, check=True, input=None):
     return out
 
 
+def lmtp_greets(port):
+    """True once an LMTP server on `port' answers with its greeting."""
+    try:
+        with socket.create_connection(("127.0.0.1", port),
+                                      timeout=1) as s:
+            return s.recv(100).startswith(b"220 ")
+    except OSError:
+        return False
+
+
 class Sink:
     """The project's SMTP sink, writing each copy under a directory."""
 
@@ -151,12 +161,7 @@ class Engine:
             wait_for("the LMTP greeting", self._greets, timeout=20)
 
     def _greets(self):
-        try:
-            with socket.create_connection(("127.0.0.1", self.lmtp_port),
-                                          timeout=1) as s:
-                return s.recv(100).startswith(b"220 ")
-        except OSError:
-            return False
+        return lmtp_greets(self.lmtp_port)
 
     def log_text(self):
         if not self.log.closed:

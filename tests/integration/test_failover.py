@@ -217,6 +217,18 @@ class StreamTest(unittest.TestCase):
         self.addCleanup(pg.destroy)
         return pg
 
+    def synchronous_pair(self):
+        """A primary and its streaming standby, both started: a commit
+        is on both servers before its client hears of it."""
+        primary = self.cluster(conf=[
+            "synchronous_standby_names = 'standby'"])
+        primary.start()
+        standby = primary.standby()
+        self.addCleanup(standby.destroy)
+        standby.start()
+        primary.wait_streaming("standby", sync=True)
+        return primary, standby
+
     def make_list(self, db):
         quire(db, "migrate")
         quire(db, "domain", "add", LIST.split("@")[1])
@@ -590,14 +602,7 @@ class RecordOutcomeTest(StreamTest):
 class FailoverTest(StreamTest):
 
     def test_failover_to_a_synchronous_standby(self):
-        primary = self.cluster(conf=[
-            "synchronous_standby_names = 'standby'"])
-        primary.start()
-        standby = primary.standby()
-        self.addCleanup(standby.destroy)
-        standby.start()
-        # A commit is on both servers before its client hears of it.
-        primary.wait_streaming("standby", sync=True)
+        primary, standby = self.synchronous_pair()
         both = ("host=127.0.0.1,127.0.0.1 port=%d,%d user=%s dbname=quire"
                 " target_session_attrs=read-write connect_timeout=2" % (
                     primary.port, standby.port, pgcluster.OWNER))
@@ -643,13 +648,7 @@ class FailoverTest(StreamTest):
         reports success with a warning that the commit is only local.
         That is a 451; the MTA's retry, once the standby is back, is
         recognised as the message already stored."""
-        primary = self.cluster(conf=[
-            "synchronous_standby_names = 'standby'"])
-        primary.start()
-        standby = primary.standby()
-        self.addCleanup(standby.destroy)
-        standby.start()
-        primary.wait_streaming("standby", sync=True)
+        primary, standby = self.synchronous_pair()
         db = primary.database("quire")
         self.make_list(db)
         self.start_engine(db)

@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -67,16 +66,9 @@ class Host:
             env=dict(os.environ, QUIRE_LOG_LEVEL="debug"))
         self.stopping = False   # the stream sends it nothing more
         if "lmtp" in self.stages:
-            wait_for("the LMTP greeting of " + name, self._greets,
+            wait_for("the LMTP greeting of " + name,
+                     lambda: harness.lmtp_greets(self.lmtp_port),
                      timeout=20)
-
-    def _greets(self):
-        try:
-            with socket.create_connection(("127.0.0.1", self.lmtp_port),
-                                          timeout=1) as s:
-                return s.recv(100).startswith(b"220 ")
-        except OSError:
-            return False
 
     def text(self):
         with open(self.log_path, "rb") as f:
@@ -192,6 +184,18 @@ def stage_done_counts(hosts):
     return total, split
 
 
+def check_each_stage_once(testcase, hosts, posts):
+    """Every stage took effect exactly once for every post, counted over
+    all engines' stage_done lines; returns the split per engine."""
+    total, split = stage_done_counts(hosts)
+    testcase.assertEqual(
+        {k: v for k, v in total.items() if v != 1}, {},
+        "a stage took effect twice for these (stage, post)")
+    testcase.assertEqual(set(total), {(s, p) for s in STAGES
+                                      for p in posts})
+    return split
+
+
 def print_split(title, split):
     cols = ("lmtp",) + STAGES + ("out",)
     print("\n%s (posts per stage; out: copies sent)" % title)
@@ -291,12 +295,7 @@ class HostsTest(unittest.TestCase):
             "  FROM quire.post")}
         self.assertEqual(sorted(posts.values()),
                          list(range(1, self.POSTS + 1)))
-        total, split = stage_done_counts(self.hosts)
-        self.assertEqual(
-            {k: v for k, v in total.items() if v != 1}, {},
-            "a stage took effect twice for these (stage, post)")
-        self.assertEqual(set(total), {(s, p) for s in STAGES
-                                      for p in posts})
+        split = check_each_stage_once(self, self.hosts, posts)
         copies = copies_by_post([self.sink])
         self.assertEqual(copies, collections.Counter(
             {(seq, m): 1 for seq in range(1, self.POSTS + 1)
@@ -709,12 +708,7 @@ class PartitionTest(unittest.TestCase):
         self.assertEqual(self.db.query(
             "SELECT count(*) - count(DISTINCT (post_id, email))"
             "  FROM quire.delivery_log WHERE outcome = 'sent'"), [["0"]])
-        total, split = stage_done_counts(self.hosts)
-        self.assertEqual(
-            {k: v for k, v in total.items() if v != 1}, {},
-            "a stage took effect twice for these (stage, post)")
-        self.assertEqual(set(total), {(s, p) for s in STAGES
-                                      for p in posts})
+        split = check_each_stage_once(self, self.hosts, posts)
         # The rows the far runner held were done by a near one.
         for _, stage, post, _ in claimed:
             self.assertEqual(sum(1 for e in far.events("stage_done")
