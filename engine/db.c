@@ -440,7 +440,7 @@ static int
 db_pipeline_results(struct db *db, int n, PGresult **out)
 {
 	PGresult	*res;
-	int		 failed = 0;
+	int		 failed = 0, synced = 0;
 
 	for (int i = 0; i < n; i++) {
 		out[i] = NULL;
@@ -459,13 +459,33 @@ db_pipeline_results(struct db *db, int n, PGresult **out)
 				PQclear(res);
 		}
 	}
-	/* The sync point. */
+	/* The sync point, where the statements' implicit transaction
+	 * commits: their rows came before it, so without it (the session
+	 * lost during the commit, or the standby's confirmation given up)
+	 * those rows describe a transaction that may never have been. */
 	while ((res = PQgetResult(db->conn)) != NULL) {
 		ExecStatusType st = PQresultStatus(res);
 
-		PQclear(res);
-		if (st == PGRES_PIPELINE_SYNC)
+		if (st == PGRES_PIPELINE_SYNC) {
+			PQclear(res);
+			synced = 1;
 			break;
+		}
+		if (!failed && !db_result_ok(res)) {
+			db_set_error(db, PQresultErrorMessage(res), res);
+			failed = 1;
+		}
+		PQclear(res);
+	}
+	if (!failed && !synced) {
+		db_set_error(db, *PQerrorMessage(db->conn) ?
+		    PQerrorMessage(db->conn) : "no answer to the commit", NULL);
+		failed = 1;
+	}
+	if (!failed && db->sync_warning) {
+		db_set_error(db, "commit not confirmed by the synchronous "
+		    "standby", NULL);
+		failed = 1;
 	}
 	if (failed)
 		for (int i = 0; i < n; i++) {

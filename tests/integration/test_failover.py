@@ -642,6 +642,66 @@ class FailoverTest(StreamTest):
                   RETRY_CAP, round((promoted - stopped) * 1000),
                   self.attempt_times("out", stopped)))
 
+    def test_unconfirmed_claim_is_never_sent(self):
+        """The out worker's claim and its fetch of the post share one
+        round trip and commit at its end, after their rows have come
+        back.  The primary stops while that commit waits for a standby
+        that never got it, and the standby is promoted: the claim never
+        was, so its batch must not go out (it would go twice)."""
+        primary, standby = self.synchronous_pair()
+        both = ("host=127.0.0.1,127.0.0.1 port=%d,%d user=%s dbname=quire"
+                " target_session_attrs=read-write connect_timeout=2" % (
+                    primary.port, standby.port, pgcluster.OWNER))
+        db = primary.database("quire", conninfo=both)
+        self.make_list(db)
+        self.start_engine(db)
+        out_pid = int(re.search(r" event=worker_started .*worker=out "
+                                r"worker_pid=(\d+)",
+                                self.engine.log_text()).group(1))
+        # Frozen, the worker leaves the post's copies to the standby.
+        os.kill(out_pid, signal.SIGSTOP)
+        try:
+            c = LMTP(self.engine.lmtp_port)
+            _, replies = c.send("anne@example.com", [LIST],
+                                stream_message(1))
+            c.close()
+            self.assertRegex(replies[0], r"^250 ")
+            wait_for("the copies queued on the standby", lambda:
+                     self.queued_on(standby) == len(MEMBERS))
+            standby.stop("immediate")
+        finally:
+            os.kill(out_pid, signal.SIGCONT)
+        wait_for("the claim's commit waiting for the standby", lambda:
+                 primary.psql("SELECT count(*) FROM pg_stat_activity"
+                              " WHERE application_name LIKE '%/out'"
+                              "   AND wait_event = 'SyncRep'").strip()
+                 == "1")
+        primary.stop("immediate")
+        standby.start()
+        standby.promote()
+        wait_for("every copy recorded", lambda: db.scalar(
+            "SELECT count(*) FROM quire.delivery_log"
+            " WHERE outcome = 'sent'") == str(len(MEMBERS)), timeout=60)
+        self.assertEqual(db.scalar("SELECT count(*) FROM quire.delivery"),
+                         "0")
+        self.assertEqual(self.copies_by_message(), collections.Counter({
+            (message_id(1), r): 1 for r in MEMBERS}))
+        log = self.engine.log_text()
+        self.assertRegex(log, r" event=out_claim_failed ")
+        self.assertNotIn("event=delivery_lease_lost", log)
+        self.assertEqual(log.count(" event=delivery_batch "), 1)
+
+    @staticmethod
+    def queued_on(standby):
+        """Copies queued on a standby; 0 until it has replayed the
+        schema (flushed there is not yet replayed)."""
+        try:
+            return int(standby.psql("SELECT count(*) FROM quire.delivery"
+                                    " WHERE state = 'queued'",
+                                    dbname="quire"))
+        except AssertionError:
+            return 0
+
     def test_unconfirmed_commit_is_never_250(self):
         """With the synchronous standby away a COMMIT waits; the engine
         cancels the wait after --commit-timeout, and PostgreSQL then
