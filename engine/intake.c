@@ -19,6 +19,7 @@
 #include "lmtp.h"
 #include "log.h"
 #include "msg_header.h"
+#include "stop.h"
 
 #define INTAKE_DEFER \
 	"451 4.3.0 Temporary failure storing the message, " \
@@ -32,11 +33,18 @@ static const char *const intake_subaddresses[] = {
  * (one WAL flush for many) instead of queueing behind each other. */
 #define INTAKE_MAX_DB	16
 
+/* On SIGTERM, how long clients get to finish the transaction they are
+ * in; the ones still there then are cut, and their MTAs retry. */
+#define INTAKE_STOP_WAIT 10
+
 struct intake {
 	const struct intake_config *cfg;
+	struct event_base *base;
+	struct lmtp_server *srv;
 	struct db	*db[INTAKE_MAX_DB];
 	int		 ndb;
 	unsigned	 next;
+	int		 stopped;	/* every client gone after a stop */
 };
 
 static struct db *
@@ -333,6 +341,42 @@ intake_fit_clients(size_t max_clients, int ndb)
 	return fit;
 }
 
+static void
+intake_stopped(void *arg)
+{
+	struct intake	*in = arg;
+
+	in->stopped = 1;
+	event_base_loopbreak(in->base);
+}
+
+static void
+intake_stop_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct intake	*in = arg;
+
+	(void)fd;
+	(void)what;
+	log_warn("lmtp_stop_cut", "clients=%zu seconds=%d",
+	    lmtp_server_nclients(in->srv), INTAKE_STOP_WAIT);
+	event_base_loopbreak(in->base);
+}
+
+/* SIGTERM: no new clients; those there finish their transaction. */
+static void
+intake_on_stop(void *arg)
+{
+	struct intake	*in = arg;
+	struct timeval	 wait = { INTAKE_STOP_WAIT, 0 };
+
+	log_info("lmtp_stopping", "clients=%zu",
+	    lmtp_server_nclients(in->srv));
+	if (lmtp_server_stop(in->srv, intake_stopped, in) == -1 ||
+	    event_base_once(in->base, -1, EV_TIMEOUT, intake_stop_timeout,
+	    in, &wait) == -1)
+		event_base_loopbreak(in->base);
+}
+
 int
 intake_main(const struct intake_config *cfg)
 {
@@ -344,8 +388,9 @@ intake_main(const struct intake_config *cfg)
 
 	if ((base = event_base_new()) == NULL)
 		return -1;
+	memset(&in, 0, sizeof(in));
 	in.cfg = cfg;
-	in.next = 0;
+	in.base = base;
 	in.ndb = cfg->db_connections < 1 ? 1 :
 	    cfg->db_connections > INTAKE_MAX_DB ? INTAKE_MAX_DB :
 	    cfg->db_connections;
@@ -368,8 +413,13 @@ intake_main(const struct intake_config *cfg)
 		    cfg->port);
 		return INTAKE_CANNOT_LISTEN;
 	}
+	in.srv = srv;
+	if (stop_watch(base, intake_on_stop, &in) == -1)
+		return -1;
 	log_info("lmtp_listening", "host=%s port=%d", cfg->host,
 	    lmtp_server_port(srv));
 	event_base_dispatch(base);
-	return -1;
+	if (in.stopped)
+		log_info("lmtp_stopped", "clients=0");
+	return in.stopped ? 0 : -1;
 }

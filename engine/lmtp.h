@@ -68,6 +68,12 @@ struct lmtp_server *lmtp_server_new(struct event_base *,
 		    void *arg);
 /* The bound port (useful with port 0), or -1. */
 int		 lmtp_server_port(const struct lmtp_server *);
+/* Takes no more connections; each client is answered 421 4.3.2 at its
+ * next command, once the transaction it is in has its replies, and
+ * closed.  stopped(arg) runs from the loop once the last is gone (at
+ * once if there is none).  0, or -1 if out of memory. */
+int		 lmtp_server_stop(struct lmtp_server *,
+		    void (*stopped)(void *), void *arg);
 /* Closes every connection; a transaction waiting for its owner's answer
  * stays valid (client gone) until that answer.  Not from inside one of
  * the server's callbacks. */
@@ -141,6 +147,9 @@ void		 lmtp_session_set_wake(struct lmtp_session *,
 		    void (*)(void *), void *);
 enum lmtp_want	 lmtp_session_feed(struct lmtp_session *, struct evbuffer *);
 struct evbuffer	*lmtp_session_output(struct lmtp_session *);
+/* The server stops: 421 4.3.2 at the next command, after the replies
+ * of the transaction in progress. */
+void		 lmtp_session_stop(struct lmtp_session *);
 /* The client stalled: queue 421 4.4.2 and drop any partial message. */
 void		 lmtp_session_timeout(struct lmtp_session *);
 /* Why the session wants to close ("quit", "idle_timeout", ...), or NULL. */

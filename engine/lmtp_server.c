@@ -164,6 +164,7 @@ struct lmtp_session {
 	struct lmtp_pool *pool;
 	int		 skip_line;	/* draining an overlong command */
 	int		 in_owner;	/* inside an owner callback */
+	int		 stopping;	/* 421 at the next command */
 	unsigned	 errors;
 	const char	*close_reason;
 };
@@ -1049,6 +1050,23 @@ lmtp_session_set_wake(struct lmtp_session *s, void (*fn)(void *), void *arg)
 	s->wake_arg = arg;
 }
 
+/* Between transactions, so nothing accepted is cut: the client sends
+ * the rest again to the next server. */
+static void
+lmtp_stop_reply(struct lmtp_session *s)
+{
+	lmtp_reply(s, "421 4.3.2 %s Service shutting down, closing "
+	    "connection", s->cfg.hostname);
+	s->close_reason = "stopping";
+	lmtp_enter(s, LMTP_S_CLOSING);
+}
+
+void
+lmtp_session_stop(struct lmtp_session *s)
+{
+	s->stopping = 1;
+}
+
 enum lmtp_want
 lmtp_session_feed(struct lmtp_session *s, struct evbuffer *in)
 {
@@ -1066,6 +1084,10 @@ lmtp_session_feed(struct lmtp_session *s, struct evbuffer *in)
 		default:
 			if (evbuffer_get_length(s->out) >= LMTP_OUT_HIWAT)
 				return LMTP_WANT_WRITE;
+			if (s->stopping) {
+				lmtp_stop_reply(s);
+				break;
+			}
 			if (!lmtp_line_read(s, in))
 				return LMTP_WANT_LINE;
 			break;
@@ -1151,6 +1173,10 @@ struct lmtp_server {
 	size_t		 nclients;
 	unsigned long	 next_id;
 	LIST_HEAD(, lmtp_conn) conns;
+	int		 stopping;
+	void		(*stopped)(void *);	/* the last client gone */
+	void		*stopped_arg;
+	struct event	*stopped_ev;
 };
 
 static void
@@ -1167,6 +1193,8 @@ lmtp_conn_close(struct lmtp_conn *c, const char *reason)
 	event_free(c->resume);
 	bufferevent_free(c->bev);
 	free(c);
+	if (srv->stopping && srv->nclients == 0 && srv->stopped_ev != NULL)
+		event_active(srv->stopped_ev, EV_TIMEOUT, 1);
 }
 
 /*
@@ -1525,17 +1553,60 @@ lmtp_server_buffered(const struct lmtp_server *srv)
 	return n;
 }
 
+static void
+lmtp_stopped_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lmtp_server *srv = arg;
+
+	(void)fd;
+	(void)what;
+	if (srv->nclients == 0 && srv->stopped != NULL)
+		srv->stopped(srv->stopped_arg);
+}
+
+int
+lmtp_server_stop(struct lmtp_server *srv, void (*stopped)(void *),
+    void *arg)
+{
+	struct lmtp_conn *c;
+
+	if (srv->stopping)
+		return 0;
+	srv->stopped_ev = event_new(srv->base, -1, 0, lmtp_stopped_cb, srv);
+	if (srv->stopped_ev == NULL)
+		return -1;
+	srv->stopping = 1;
+	srv->stopped = stopped;
+	srv->stopped_arg = arg;
+	if (srv->lev != NULL) {
+		evconnlistener_free(srv->lev);
+		srv->lev = NULL;
+	}
+	event_del(srv->accept_retry);
+	/* Each goes on from the loop: driving one here may free it. */
+	LIST_FOREACH(c, &srv->conns, entry) {
+		lmtp_session_stop(c->sess);
+		event_active(c->resume, EV_TIMEOUT, 1);
+	}
+	if (srv->nclients == 0)
+		event_active(srv->stopped_ev, EV_TIMEOUT, 1);
+	return 0;
+}
+
 void
 lmtp_server_free(struct lmtp_server *srv)
 {
 	if (srv == NULL)
 		return;
+	srv->stopped = NULL;
 	while (!LIST_EMPTY(&srv->conns))
 		lmtp_conn_close(LIST_FIRST(&srv->conns), "server_free");
 	if (srv->lev != NULL)
 		evconnlistener_free(srv->lev);
 	if (srv->accept_retry != NULL)
 		event_free(srv->accept_retry);
+	if (srv->stopped_ev != NULL)
+		event_free(srv->stopped_ev);
 	lmtp_pool_unref(srv->pool);
 	free(srv->host);
 	free(srv->hostname);

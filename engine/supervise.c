@@ -14,10 +14,9 @@
  * A worker gets SIGTERM if the supervisor dies (PR_SET_PDEATHSIG).
  *
  * On SIGTERM the supervisor passes it on and waits: the runners stop
- * between transactions and batches (stop.h).
- * XXX The LMTP worker still ends at once; a conversation cut there is
- * sent again by the MTA (a retry of a committed one is recognised), but
- * it should stop accepting and finish the transactions it has.
+ * between transactions and batches, and the LMTP worker closes its
+ * port and lets each client finish the transaction it is in, for up to
+ * ten seconds (stop.h, intake.c).
  */
 #include <errno.h>
 #include <signal.h>

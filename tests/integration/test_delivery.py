@@ -1,11 +1,12 @@
 """A post from LMTP to every member over SMTP, on a real database."""
 import os
 import re
+import signal
 import subprocess
 import unittest
 
-from harness import (EngineTest, LMTP, Sink, crlf, headers_of, quire,
-                     split_message, wait_for)
+from harness import (EngineTest, LMTP, Sink, crlf, dot_stuff, headers_of,
+                     quire, split_message, wait_for)
 
 MEMBERS = ["anne@example.com", "bob@example.net", "carol@example.org"]
 
@@ -203,6 +204,52 @@ class DeliveryTest(EngineTest):
                          sorted(MEMBERS + ["dave@example.com"]))
         self.assertEqual(self.db.scalar(
             "SELECT count(*) FROM quire.message"), "1")
+
+
+class StopTest(EngineTest):
+
+    def test_stop_lets_the_message_in_progress_finish(self):
+        """SIGTERM while one client is halfway through its message and
+        another sits idle: the idle one hears 421 at once, the other
+        sends the rest and gets its 250 before its 421, the engine
+        exits 0, and the post goes out once the engine is back."""
+        self.make_list("bench@example.org", MEMBERS)
+        engine = self.start_engine()
+        sending, idle = LMTP(engine.lmtp_port), LMTP(engine.lmtp_port)
+        self.assertEqual(sending.command(
+            b"MAIL FROM:<anne@example.com>")[0], 250)
+        self.assertEqual(sending.command(
+            b"RCPT TO:<bench@example.org>")[0], 250)
+        self.assertEqual(sending.command(b"DATA")[0], 354)
+        head, rest = POST[:80], POST[80:]
+        sending.sock.sendall(head)
+        engine.proc.send_signal(signal.SIGTERM)
+        stopping = "421 4.3.2 %s Service shutting down, closing " \
+                   "connection"
+        code, lines = idle.reply()
+        self.assertEqual(code, 421)
+        self.assertRegex(lines[0], "^" + stopping % r"\S+" + "$")
+        sending.sock.sendall(dot_stuff(rest) + b".\r\n")
+        code, lines = sending.reply()
+        self.assertRegex(lines[0], r"^250 2\.0\.0 Queued as post \d+$")
+        self.assertEqual(sending.reply()[0], 421)
+        self.assertEqual(engine.proc.wait(30), 0)
+        for c in (sending, idle):
+            self.assertEqual(c.sock.recv(1), b"")
+            c.sock.close()
+        log = engine.log_text()
+        self.assertRegex(log, r" event=lmtp_stopping .* clients=2\n")
+        self.assertRegex(log, r" event=lmtp_stopped .* clients=0\n")
+        self.assertEqual(log.count(" reason=stopping "), 2)
+        self.assertEqual(self.db.scalar("SELECT count(*) FROM quire.post"),
+                         "1")
+        self.start_engine()
+        wait_for("every member's copy", lambda:
+                 len(self.sink.index()) == len(MEMBERS))
+        self.assertEqual(sorted(e["rcpt"] for e in self.sink.index()),
+                         sorted(MEMBERS))
+        self.assertEqual(self.sink.message(self.sink.index()[0]).count(
+            b"\n.starts with a dot\r\n"), 1)
 
 
 class OwnerlessTest(EngineTest):

@@ -1295,6 +1295,100 @@ test_session_core(void **state)
 	free(f.data);
 }
 
+#define STOPPING	"421 4.3.2 " HOST " Service shutting down, closing " \
+			"connection\r\n"
+
+static void
+count_stopped(void *arg)
+{
+	(*(int *)arg)++;
+}
+
+/* A stop cuts no transaction: the idle client and the one between MAIL
+ * and DATA hear 421 at once; the one sending its message and the one
+ * waiting for its owner get their replies first; no one new gets in. */
+static void
+test_stop_drains(void **state)
+{
+	struct fix *f = fix_new(NULL, OWNER_SYNC);
+	struct cli *idle = cli_lhlo(f), *mail = cli_lhlo(f);
+	struct cli *sending = cli_lhlo(f), *owed = cli_lhlo(f);
+	struct sockaddr_in sin;
+	long deadline = now_ms() + WAIT_MS;
+	int port = lmtp_server_port(f->srv), stopped = 0, fd;
+
+	(void)state;
+	cli_send(mail, "MAIL FROM:<sender@example.org>\r\n");
+	cli_expect(mail, MAIL_OK);
+	cli_begin(sending);
+	cli_send(sending, "Subject: half\r\n\r\nfirst");
+	cli_begin(owed);
+	f->mode = OWNER_HOLD;
+	cli_send(owed, "whole\r\n.\r\n");
+	while (f->held == NULL && now_ms() < deadline)
+		fix_run(f, 5);
+	assert_non_null(f->held);
+	f->mode = OWNER_SYNC;
+
+	assert_int_equal(lmtp_server_stop(f->srv, count_stopped, &stopped),
+	    0);
+	cli_expect(idle, STOPPING);
+	cli_expect_eof(idle);
+	cli_expect(mail, STOPPING);
+	cli_expect_eof(mail);
+	cli_expect_quiet(sending, 100);
+	cli_expect_quiet(owed, 1);
+	assert_int_equal(lmtp_server_nclients(f->srv), 2);
+
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	memset(&sin, 0, sizeof(sin));
+	sin.sin_family = AF_INET;
+	sin.sin_port = htons((unsigned short)port);
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&sin, sizeof(sin)),
+	    -1);
+	assert_int_equal(errno, ECONNREFUSED);
+	close(fd);
+
+	owner_answer_data(f, f->held);
+	cli_expect(owed, DELIVERED STOPPING);
+	cli_expect_eof(owed);
+	fix_run(f, 10);
+	assert_int_equal(stopped, 0);
+	cli_send(sending, " second\r\n.\r\nQUIT\r\n");
+	cli_expect(sending, DELIVERED STOPPING);
+	cli_expect_eof(sending);
+	assert_int_equal(f->data_len, 31);
+	assert_memory_equal(f->data, "Subject: half\r\n\r\nfirst second\r\n",
+	    31);
+	fix_wait_clients(f, 0);
+	fix_run(f, 10);
+	assert_int_equal(stopped, 1);
+	cli_free(idle);
+	cli_free(mail);
+	cli_free(sending);
+	cli_free(owed);
+	fix_free(f);
+}
+
+/* With no client, the stop is done at once. */
+static void
+test_stop_idle_server(void **state)
+{
+	struct fix *f = fix_new(NULL, OWNER_SYNC);
+	int stopped = 0;
+
+	(void)state;
+	assert_int_equal(lmtp_server_stop(f->srv, count_stopped, &stopped),
+	    0);
+	assert_int_equal(lmtp_server_stop(f->srv, count_stopped, &stopped),
+	    0);
+	fix_run(f, 10);
+	assert_int_equal(stopped, 1);
+	assert_int_equal(lmtp_server_port(f->srv), -1);
+	fix_free(f);
+}
+
 int
 main(void)
 {
@@ -1323,6 +1417,8 @@ main(void)
 		cmocka_unit_test(test_too_many_errors),
 		cmocka_unit_test(test_tcp_nodelay),
 		cmocka_unit_test(test_session_core),
+		cmocka_unit_test(test_stop_drains),
+		cmocka_unit_test(test_stop_idle_server),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
