@@ -38,6 +38,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -1195,6 +1196,10 @@ lmtp_conn_close(struct lmtp_conn *c, const char *reason)
 	free(c);
 	if (srv->stopping && srv->nclients == 0 && srv->stopped_ev != NULL)
 		event_active(srv->stopped_ev, EV_TIMEOUT, 1);
+	/* The last client gone: its messages' buffers go back to the
+	 * system rather than stay at the peak of the busiest hour. */
+	if (srv->nclients == 0)
+		malloc_trim(0);
 }
 
 /*

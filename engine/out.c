@@ -34,6 +34,7 @@
  * more and returns once the batches in flight are recorded, so a stop
  * leaves no lease to run out.
  */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -849,6 +850,10 @@ again:
 	 * otherwise wait for the next unrelated wake-up. */
 	if ((mask = db_notifications(o->db)) != 0)
 		goto again;
+	/* Asleep with nothing in flight: hand the batches' freed buffers
+	 * back, or an idle worker keeps the size of its busiest moment. */
+	if (out_in_flight(o) + o->npending == 0)
+		malloc_trim(0);
 }
 
 static void

@@ -53,6 +53,7 @@
  * SIGTERM (stop.h) is looked at between transactions: the runner ends
  * the one it is in, so a stop leaves no commit whose outcome is unknown.
  */
+#include <malloc.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -568,6 +569,8 @@ again:
 	runner_mark(r, mask);
 	if (r->dirty != 0)
 		goto again;
+	/* Asleep: what the last batches freed goes back to the system. */
+	malloc_trim(0);
 }
 
 static void
