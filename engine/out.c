@@ -726,8 +726,8 @@ static void	out_on_db(evutil_socket_t, short, void *);
  * the batches in flight wait unread meanwhile.  Their leases are renewed
  * first thing after the reconnect, before any claim, so that an outage
  * longer than --lease does not hand this worker its own batches to send
- * again.  XXX Another host's out worker that reconnects first can still
- * take them over once their leases have run out. */
+ * again; another host's worker back first leaves them alone for one
+ * lease after the server's restart or promotion (quire.server_epoch). */
 /* A connection, with retries; NULL once a stop is asked for, unless
  * batches wait to be recorded: then it goes on trying for
  * --smtp-timeout, so that a stop during a database restart does not

@@ -2,6 +2,46 @@
 -- the relay said.
 
 DROP FUNCTION IF EXISTS quire.delivery_claim(uuid, interval, text);
+
+-- The server's start and WAL timeline: a restart or a promotion makes a
+-- new pair.  (pg_walfile_name names the current timeline first.)
+CREATE OR REPLACE FUNCTION quire.server_epoch_key(OUT started timestamptz,
+    OUT timeline text)
+LANGUAGE sql AS $$
+	SELECT pg_postmaster_start_time(),
+	       substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)
+$$;
+
+-- Until when leases that ran out are left to their own runners: one
+-- lease from the first claim since the server started or was promoted.
+-- While it was away no runner could renew, and the first one back must
+-- not send the others' batches again; a runner that is alive renews
+-- within that time (it reconnects at most a second apart).
+CREATE OR REPLACE FUNCTION quire.server_epoch_grace(lease interval)
+RETURNS timestamptz LANGUAGE plpgsql AS $$
+DECLARE
+	k	record;
+	g	timestamptz;
+BEGIN
+	k := quire.server_epoch_key();
+	SELECT e.grace_until INTO g FROM quire.server_epoch e
+	 WHERE e.started = k.started AND e.timeline = k.timeline;
+	IF FOUND THEN
+		RETURN g;
+	END IF;
+	DELETE FROM quire.server_epoch;
+	INSERT INTO quire.server_epoch (started, timeline, grace_until)
+	VALUES (k.started, k.timeline, now() + lease)
+	ON CONFLICT DO NOTHING;
+	SELECT e.grace_until INTO g FROM quire.server_epoch e
+	 WHERE e.started = k.started AND e.timeline = k.timeline;
+	RETURN coalesce(g, now() + lease);
+END
+$$;
+COMMENT ON FUNCTION quire.server_epoch_grace(interval) IS
+    'when leases that ran out while the server was away may be taken '
+    'over: one lease after the first claim since it started or was '
+    'promoted';
 CREATE OR REPLACE FUNCTION quire.delivery_claim(token uuid, lease interval,
     runner text, keep uuid[] DEFAULT '{}')
 RETURNS TABLE (id bigint, post_id bigint, email text, verp boolean,
@@ -11,6 +51,7 @@ DECLARE
 	pid	bigint;
 	lim	integer;
 	alone	boolean;
+	expired	timestamptz;	-- a lease that ran out before this is free
 BEGIN
 	-- One post a batch: its copies share one message body.  Copies
 	-- whose runner died or lost its database mid-send come first:
@@ -18,8 +59,10 @@ BEGIN
 	-- that the relay cannot keep up with they would wait on.  `keep'
 	-- is the caller's own batches still in flight: a statement of its
 	-- that waited longer than the lease must not hand them back to it.
+	expired := CASE WHEN quire.server_epoch_grace(lease) <= now()
+			THEN now() ELSE '-infinity' END;
 	SELECT d.post_id INTO pid FROM quire.delivery d
-	 WHERE d.state = 'leased' AND d.lease_until < now()
+	 WHERE d.state = 'leased' AND d.lease_until < expired
 	   AND d.lease_token <> ALL (keep)
 	 ORDER BY d.lease_until LIMIT 1 FOR UPDATE SKIP LOCKED;
 	IF pid IS NULL THEN
@@ -46,7 +89,7 @@ BEGIN
 	alone := NOT EXISTS (SELECT 1 FROM quire.delivery d
 	     WHERE d.post_id = pid AND coalesce(d.last_code, 0) <> 421
 	       AND ((d.state = 'queued' AND d.not_before <= now())
-		 OR (d.state = 'leased' AND d.lease_until < now()
+		 OR (d.state = 'leased' AND d.lease_until < expired
 		     AND d.lease_token <> ALL (keep))));
 	RETURN QUERY
 	WITH batch AS (
@@ -54,7 +97,7 @@ BEGIN
 		 WHERE d.post_id = pid
 		   AND (coalesce(d.last_code, 0) = 421) = alone
 		   AND ((d.state = 'queued' AND d.not_before <= now())
-		     OR (d.state = 'leased' AND d.lease_until < now()
+		     OR (d.state = 'leased' AND d.lease_until < expired
 			 AND d.lease_token <> ALL (keep)))
 		 ORDER BY coalesce(d.last_code, 0) >= 400, d.domain, d.id
 		 LIMIT CASE WHEN alone THEN 1 ELSE coalesce(lim, 500) END
@@ -71,7 +114,8 @@ COMMENT ON FUNCTION quire.delivery_claim(uuid, interval, text, uuid[]) IS
     'lease up to the list''s max_recipients due copies of one post, '
     'ordered by domain, deferred ones last (one alone if the relay '
     'answered it 421), leaving out the caller''s own batches in flight '
-    '(keep)';
+    '(keep), and leases that ran out while the server was away until '
+    'their runners have had one lease to come back (server_epoch)';
 
 CREATE OR REPLACE FUNCTION quire.delivery_record(token uuid, ids bigint[],
     codes integer[], replies text[], runner text, retry_base interval,
@@ -140,12 +184,21 @@ COMMENT ON FUNCTION quire.delivery_record(uuid, bigint[], integer[], text[],
 
 CREATE OR REPLACE FUNCTION quire.delivery_next_due()
 RETURNS double precision LANGUAGE plpgsql STABLE AS $$
+DECLARE
+	lease_end	timestamptz;
 BEGIN
+	-- A lease that runs out within the grace after a restart is free
+	-- only when the grace ends.
+	SELECT greatest(min(d.lease_until), (
+		SELECT e.grace_until FROM quire.server_epoch e,
+		       quire.server_epoch_key() k
+		 WHERE e.started = k.started AND e.timeline = k.timeline))
+	  INTO lease_end FROM quire.delivery d
+	 WHERE d.state = 'leased' HAVING count(*) > 0;
 	RETURN extract(epoch FROM least(
 	    (SELECT min(d.not_before) FROM quire.delivery d
 	      WHERE d.state = 'queued'),
-	    (SELECT min(d.lease_until) FROM quire.delivery d
-	      WHERE d.state = 'leased')) - now());
+	    lease_end) - now());
 END
 $$;
 COMMENT ON FUNCTION quire.delivery_next_due() IS

@@ -443,6 +443,67 @@ class LongOutageTest(StreamTest):
                   away, self.LEASE, len(held.index())))
 
 
+class OtherHostBackFirstTest(StreamTest):
+    """The same outage with a second engine delivering from the same
+    database.  Its out worker is back first (the first engine's is
+    frozen until then): the lease of the first one's batch has run out,
+    but only while nobody could renew it, so the second engine leaves it
+    alone for one lease after the restart, and the first one, back
+    within that, renews and records it.  No copy goes twice."""
+
+    LEASE = 5
+    HOLD = 3        # the relay's delay before its 250 to the final dot
+
+    def test_the_first_back_leaves_the_others_batch(self):
+        pg = self.cluster()
+        pg.start()
+        db = pg.database()
+        self.make_list(db)
+        held = Sink("--delay-data", str(self.HOLD), "--delay-count", "1")
+        self.addCleanup(held.stop)
+        self.engine = Engine(db, held.port, "--lease", str(self.LEASE))
+        c = LMTP(self.engine.lmtp_port)
+        _, replies = c.send("anne@example.com", [LIST], stream_message(1))
+        c.close()
+        self.assertRegex(replies[0], r"^250 ")
+        wait_for("the copies stored, their 250 held back", lambda:
+                 len(held.index()) == len(MEMBERS))
+        other = Engine(db, held.port, "--lease", str(self.LEASE),
+                       stages="out")
+        self.addCleanup(other.stop)
+        wait_for("the other engine's scan", lambda:
+                 " event=runner_scanned " in other.log_text())
+        out_pid = int(re.search(r" event=worker_started .*worker=out "
+                                r"worker_pid=(\d+)",
+                                self.engine.log_text()).group(1))
+        pg.stop("immediate")
+        time.sleep(self.LEASE + 1)
+        os.kill(out_pid, signal.SIGSTOP)
+        try:
+            mark = len(other.log_text())
+            pg.start()
+            wait_for("the other engine back and its scan done", lambda:
+                     " event=runner_scanned " in other.log_text()[mark:],
+                     timeout=60)
+            # Time for it to claim, were it to.
+            time.sleep(1)
+        finally:
+            os.kill(out_pid, signal.SIGCONT)
+        wait_for("every copy recorded", lambda: db.scalar(
+            "SELECT count(*) FROM quire.delivery_log"
+            " WHERE outcome = 'sent'") == str(len(MEMBERS)), timeout=60)
+        self.assertEqual(db.scalar("SELECT count(*) FROM quire.delivery"),
+                         "0")
+        self.assertEqual(sorted(e["rcpt"] for e in held.index()),
+                         sorted(MEMBERS))
+        self.assertNotIn(" event=delivery_leased ", other.log_text())
+        lines = [l for ev, proc, l in log_events(self.engine.log_text())
+                 if proc == "out" and ev == "delivery_batch"]
+        self.assertEqual(len(lines), 1)
+        self.assertRegex(lines[0], r" sent=%d .* stale=0 " %
+                         len(MEMBERS))
+
+
 class RecordOutcomeTest(StreamTest):
     """The database goes away while the out worker's record of a batch
     is on its way, so the worker cannot know whether it committed.  Once
