@@ -259,6 +259,26 @@ class StreamTest(unittest.TestCase):
         self.assertEqual(self.mta.errors, [])
         return result, began
 
+    def post_with_its_answer_held(self, lease, hold):
+        """A database of its own, one engine with `lease`, one post whose
+        copies the relay stores but answers only `hold` seconds after
+        their final dot; returns (cluster, database, relay) once the
+        copies are stored."""
+        pg = self.cluster()
+        pg.start()
+        db = pg.database()
+        self.make_list(db)
+        held = Sink("--delay-data", str(hold), "--delay-count", "1")
+        self.addCleanup(held.stop)
+        self.engine = Engine(db, held.port, "--lease", str(lease))
+        c = LMTP(self.engine.lmtp_port)
+        _, replies = c.send("anne@example.com", [LIST], stream_message(1))
+        c.close()
+        self.assertRegex(replies[0], r"^250 ")
+        wait_for("the copies stored, their 250 held back", lambda:
+                 len(held.index()) == len(MEMBERS))
+        return pg, db, held
+
     def copies_by_message(self):
         """(Message-ID, member) -> copies at the sink."""
         copies = collections.Counter()
@@ -406,19 +426,7 @@ class LongOutageTest(StreamTest):
     HOLD = 8        # the relay's delay before its 250 to the final dot
 
     def test_outage_longer_than_the_lease_sends_nothing_twice(self):
-        pg = self.cluster()
-        pg.start()
-        db = pg.database()
-        self.make_list(db)
-        held = Sink("--delay-data", str(self.HOLD), "--delay-count", "1")
-        self.addCleanup(held.stop)
-        self.engine = Engine(db, held.port, "--lease", str(self.LEASE))
-        c = LMTP(self.engine.lmtp_port)
-        _, replies = c.send("anne@example.com", [LIST], stream_message(1))
-        c.close()
-        self.assertRegex(replies[0], r"^250 ")
-        wait_for("the copies stored, their 250 held back", lambda:
-                 len(held.index()) == len(MEMBERS))
+        pg, db, held = self.post_with_its_answer_held(self.LEASE, self.HOLD)
         pg.stop("immediate")
         down = time.monotonic()
         # Longer than the lease, shorter than the relay's hold.
@@ -455,19 +463,7 @@ class OtherHostBackFirstTest(StreamTest):
     HOLD = 3        # the relay's delay before its 250 to the final dot
 
     def test_the_first_back_leaves_the_others_batch(self):
-        pg = self.cluster()
-        pg.start()
-        db = pg.database()
-        self.make_list(db)
-        held = Sink("--delay-data", str(self.HOLD), "--delay-count", "1")
-        self.addCleanup(held.stop)
-        self.engine = Engine(db, held.port, "--lease", str(self.LEASE))
-        c = LMTP(self.engine.lmtp_port)
-        _, replies = c.send("anne@example.com", [LIST], stream_message(1))
-        c.close()
-        self.assertRegex(replies[0], r"^250 ")
-        wait_for("the copies stored, their 250 held back", lambda:
-                 len(held.index()) == len(MEMBERS))
+        pg, db, held = self.post_with_its_answer_held(self.LEASE, self.HOLD)
         other = Engine(db, held.port, "--lease", str(self.LEASE),
                        stages="out")
         self.addCleanup(other.stop)
