@@ -359,6 +359,8 @@ intake_stop_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	log_warn("lmtp_stop_cut", "clients=%zu seconds=%d",
 	    lmtp_server_nclients(in->srv), INTAKE_STOP_WAIT);
+	/* Still a stop asked for, not a failure to restart. */
+	in->stopped = 1;
 	event_base_loopbreak(in->base);
 }
 
@@ -420,6 +422,7 @@ intake_main(const struct intake_config *cfg)
 	    lmtp_server_port(srv));
 	event_base_dispatch(base);
 	if (in.stopped)
-		log_info("lmtp_stopped", "clients=0");
+		log_info("lmtp_stopped", "clients=%zu",
+		    lmtp_server_nclients(srv));
 	return in.stopped ? 0 : -1;
 }

@@ -252,6 +252,30 @@ class StopTest(EngineTest):
             b"\n.starts with a dot\r\n"), 1)
 
 
+    def test_stop_cuts_a_stalled_client_after_ten_seconds(self):
+        """A client that stalls halfway through its message keeps the
+        stop waiting 10 s at most; it is then cut, nothing of its
+        message is stored, and the engine still exits 0."""
+        self.make_list("bench@example.org", MEMBERS)
+        engine = self.start_engine()
+        stalled = LMTP(engine.lmtp_port)
+        stalled.command(b"MAIL FROM:<anne@example.com>")
+        stalled.command(b"RCPT TO:<bench@example.org>")
+        self.assertEqual(stalled.command(b"DATA")[0], 354)
+        stalled.sock.sendall(POST[:80])
+        engine.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(engine.proc.wait(30), 0)
+        self.assertEqual(stalled.sock.recv(1), b"")
+        stalled.sock.close()
+        log = engine.log_text()
+        self.assertRegex(log, r" event=lmtp_stop_cut .* clients=1 "
+                         r"seconds=10\n")
+        self.assertRegex(log, r" event=lmtp_stopped .* clients=1\n")
+        self.assertNotIn("event=worker_exited", log)
+        self.assertEqual(self.db.scalar("SELECT count(*) FROM quire.post"),
+                         "0")
+
+
 class OwnerlessTest(EngineTest):
 
     def test_owner_mail_with_no_owner_is_held(self):
