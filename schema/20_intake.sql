@@ -99,6 +99,14 @@ BEGIN
 		 WHERE p.list_id = list_ids[i]
 		   AND p.subaddress = subaddresses[i] AND p.digest = msg_digest;
 		IF pid IS NOT NULL THEN
+			-- The first try may stand on this server only (its
+			-- wait for the synchronous standby given up).  A row
+			-- lock writes WAL, so that this commit waits for the
+			-- standby too (one that wrote none would not), and
+			-- WAL is in order: a 250 for the retry means the
+			-- post is on both.
+			PERFORM 1 FROM quire.post p WHERE p.id = pid
+			    FOR KEY SHARE;
 			post_id := pid;
 			duplicate := true;
 			RETURN NEXT;

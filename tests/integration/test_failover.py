@@ -798,6 +798,12 @@ class FailoverTest(StreamTest):
                         "sha256(convert_to(:'v1', 'UTF8'))",
                         second.decode())
         self.assertIsNotNone(pid)
+        # The MTA's retry while the standby is still away finds the post
+        # stored here, but must not be told so: were the primary lost
+        # now, the standby, promoted, would not have it.
+        self.assertEqual(post(second), ([250], [
+            "451 4.3.0 Temporary failure storing the message, try again "
+            "later"]))
         standby.start()
         primary.wait_streaming("standby", sync=True)
         self.assertEqual(post(second)[1], [
