@@ -87,6 +87,7 @@ struct db {
 	struct db_req	*head, *tail, *inflight;
 	PGresult	*pending;	/* result of the inflight request */
 	int		 sync_warning;	/* standby did not confirm */
+	int		 unconfirmed;	/* since then, as good as lost */
 	int		 commit_timeout;
 	int		 backoff_ms;
 };
@@ -177,6 +178,18 @@ db_set_error(struct db *db, const char *msg, const PGresult *res)
 	}
 	snprintf(db->sqlstate, sizeof(db->sqlstate), "%s",
 	    state ? state : "");
+}
+
+/* A commit the standby did not confirm stands on this server alone, and
+ * a failover would undo it: its caller must treat it as a commit whose
+ * outcome is unknown, the same as one whose connection broke, and so
+ * the connection counts as lost (db_ok) until it is made anew. */
+static void
+db_commit_unconfirmed(struct db *db)
+{
+	db_set_error(db, "commit not confirmed by the synchronous standby",
+	    NULL);
+	db->unconfirmed = 1;
 }
 
 /* libpq reports notices through this; the one that matters is the warning
@@ -298,7 +311,7 @@ db_close(struct db *db)
 int
 db_ok(struct db *db)
 {
-	return db != NULL && db->conn != NULL &&
+	return db != NULL && db->conn != NULL && !db->unconfirmed &&
 	    PQstatus(db->conn) == CONNECTION_OK;
 }
 
@@ -419,8 +432,7 @@ db_exec(struct db *db, const char *sql, const struct db_params *p,
 		return NULL;
 	}
 	if (db->sync_warning) {
-		db_set_error(db, "commit not confirmed by the synchronous "
-		    "standby", NULL);
+		db_commit_unconfirmed(db);
 		PQclear(res);
 		return NULL;
 	}
@@ -483,8 +495,7 @@ db_pipeline_results(struct db *db, int n, PGresult **out)
 		failed = 1;
 	}
 	if (!failed && db->sync_warning) {
-		db_set_error(db, "commit not confirmed by the synchronous "
-		    "standby", NULL);
+		db_commit_unconfirmed(db);
 		failed = 1;
 	}
 	if (failed)

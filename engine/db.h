@@ -54,7 +54,10 @@ struct db	*db_connect(const char *conninfo, const char *appname);
 struct db	*db_connect_retry(const char *conninfo, const char *appname,
 		    volatile sig_atomic_t *stop);
 void		 db_close(struct db *);
-int		 db_ok(struct db *);		/* connection usable */
+/* Connection usable: not broken, and no commit on it left unconfirmed
+ * by the synchronous standby (whose outcome is as unknown as a broken
+ * connection's). */
+int		 db_ok(struct db *);
 const char	*db_error(struct db *);		/* last error, one line */
 /* The last error as a person reads it: the server's message and its
  * hint, without the detail and context lines. */

@@ -500,7 +500,10 @@ out_keep_pending(struct out *o, struct out_batch *b)
 }
 
 /* A pending batch's record, if its commit landed before the database
- * went away: 1 (logged), 0 if it did not, -1 if the connection broke. */
+ * went away: 1 (logged), 0 if it did not, -1 if the connection broke.
+ * The record may stand on this server alone (its wait for the
+ * synchronous standby cut short): the row locks write WAL, so that this
+ * commit waits for the standby too, and found means on both. */
 static int
 out_record_landed(struct out *o, struct out_batch *b)
 {
@@ -516,8 +519,9 @@ out_record_landed(struct out *o, struct out_batch *b)
 	    " count(*) FILTER (WHERE outcome = 'deferred'),"
 	    " count(*) FILTER (WHERE outcome = 'bounced'),"
 	    " count(*) FILTER (WHERE outcome = 'expired'), count(*)"
-	    " FROM quire.delivery_log"
-	    " WHERE post_id = $1 AND lease_token = $2::uuid", &p, DB_TEXT);
+	    " FROM (SELECT l.outcome FROM quire.delivery_log l"
+	    "        WHERE l.post_id = $1 AND l.lease_token = $2::uuid"
+	    "          FOR KEY SHARE) l", &p, DB_TEXT);
 	if (r == NULL)
 		return db_ok(o->db) ? 0 : -1;
 	rc = atoi(db_res_value(r, 0, 4)) > 0;

@@ -748,6 +748,74 @@ class FailoverTest(StreamTest):
         self.assertNotIn("event=delivery_lease_lost", log)
         self.assertEqual(log.count(" event=delivery_batch "), 1)
 
+    def test_record_on_the_primary_alone_is_not_trusted(self):
+        """The out worker's record waits for a standby that has stopped
+        when the primary restarts: the record stands on the primary
+        only.  Back on it, the worker must not take the record for done
+        until the standby has it too; the primary is then lost and the
+        standby promoted, where the worker records the batch again under
+        its own lease, and no copy goes twice."""
+        primary, standby = self.synchronous_pair()
+        both = ("host=127.0.0.1,127.0.0.1 port=%d,%d user=%s dbname=quire"
+                " target_session_attrs=read-write connect_timeout=2" % (
+                    primary.port, standby.port, pgcluster.OWNER))
+        db = primary.database("quire", conninfo=both)
+        self.make_list(db)
+        # A lease long enough that no renewal comes before the record.
+        held = Sink("--delay-data", "3", "--delay-count", "1")
+        self.addCleanup(held.stop)
+        self.engine = Engine(db, held.port, "--lease", "30")
+        c = LMTP(self.engine.lmtp_port)
+        _, replies = c.send("anne@example.com", [LIST], stream_message(1))
+        c.close()
+        self.assertRegex(replies[0], r"^250 ")
+        wait_for("the copies stored, their 250 held back", lambda:
+                 len(held.index()) == len(MEMBERS))
+        wait_for("the standby has the claim", lambda:
+                 self.leased_on(standby) == len(MEMBERS))
+        standby.stop("immediate")
+
+        def out_waits_for_the_standby():
+            return primary.psql(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name LIKE '%/out'"
+                "   AND wait_event = 'SyncRep'").strip() == "1"
+
+        wait_for("the record waiting for the standby",
+                 out_waits_for_the_standby)
+        primary.restart("immediate")
+        wait_for("the worker back, and waiting for the standby again",
+                 lambda: out_waits_for_the_standby() or
+                 " event=delivery_batch " in self.engine.log_text())
+        primary.stop("immediate")
+        standby.start()
+        standby.promote()
+        wait_for("every copy recorded", lambda: db.scalar(
+            "SELECT count(*) FROM quire.delivery_log"
+            " WHERE outcome = 'sent'") == str(len(MEMBERS)), timeout=60)
+        self.assertEqual(db.scalar("SELECT count(*) FROM quire.delivery"),
+                         "0")
+        self.assertEqual(sorted(e["rcpt"] for e in held.index()),
+                         sorted(MEMBERS))
+        log = self.engine.log_text()
+        self.assertEqual(log.count(" event=delivery_leased "), 1)
+        self.assertNotIn("event=delivery_lease_lost", log)
+        self.assertNotIn("event=delivery_unrecorded", log)
+        batch = re.findall(r" event=delivery_batch .* sent=(\d+) .*"
+                           r" stale=(\d+) late=(\d+) ", log)
+        self.assertEqual(batch, [(str(len(MEMBERS)), "0", "1")])
+
+    @staticmethod
+    def leased_on(standby):
+        """Copies leased on a standby; 0 until it has replayed the
+        schema."""
+        try:
+            return int(standby.psql("SELECT count(*) FROM quire.delivery"
+                                    " WHERE state = 'leased'",
+                                    dbname="quire"))
+        except AssertionError:
+            return 0
+
     @staticmethod
     def queued_on(standby):
         """Copies queued on a standby; 0 until it has replayed the
