@@ -12,6 +12,7 @@
  * 30 s.
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -306,6 +307,35 @@ db_close(struct db *db)
 	free(db->conninfo);
 	free(db->appname);
 	free(db);
+}
+
+/* The one connection of this process that a signal handler may cancel
+ * the statement of (PQcancel is async-signal-safe). */
+static PGcancel *volatile db_signal_cancel;
+
+void
+db_cancel_from_signal_on(struct db *db)
+{
+	PGcancel	*old, *new = db != NULL && db->conn != NULL ?
+			    PQgetCancel(db->conn) : NULL;
+	sigset_t	 alarm, saved;
+
+	sigemptyset(&alarm);
+	sigaddset(&alarm, SIGALRM);
+	sigprocmask(SIG_BLOCK, &alarm, &saved);
+	old = db_signal_cancel;
+	db_signal_cancel = new;
+	sigprocmask(SIG_SETMASK, &saved, NULL);
+	PQfreeCancel(old);
+}
+
+void
+db_cancel_from_signal(void)
+{
+	char		 err[256];
+
+	if (db_signal_cancel != NULL)
+		(void)PQcancel(db_signal_cancel, err, sizeof(err));
 }
 
 int

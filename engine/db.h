@@ -54,6 +54,10 @@ struct db	*db_connect(const char *conninfo, const char *appname);
 struct db	*db_connect_retry(const char *conninfo, const char *appname,
 		    volatile sig_atomic_t *stop);
 void		 db_close(struct db *);
+/* Name the connection whose statement db_cancel_from_signal() cancels
+ * (NULL: none); db_cancel_from_signal() may run in a signal handler. */
+void		 db_cancel_from_signal_on(struct db *);
+void		 db_cancel_from_signal(void);
 /* Connection usable: not broken, and no commit on it left unconfirmed
  * by the synchronous standby (whose outcome is as unknown as a broken
  * connection's). */

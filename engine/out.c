@@ -780,6 +780,7 @@ out_connect(struct out *o)
 			break;
 		db_close(o->db);
 	}
+	db_cancel_from_signal_on(o->db);
 	out_renew(-1, 0, o);
 	out_record_pending(o);
 	o->ev_db = event_new(o->base, db_socket(o->db), EV_READ | EV_PERSIST,
@@ -914,7 +915,11 @@ out_main(const struct out_config *cfg)
 	o.ev_due = evtimer_new(o.base, out_on_due, &o);
 	o.ev_pump = event_new(o.base, -1, 0, out_on_due, &o);
 	o.ev_renew = evtimer_new(o.base, out_renew, &o);
-	if (stop_watch(o.base, out_on_stop, &o) == -1)
+	/* A commit waiting for a synchronous standby that is away would
+	 * hold a stop for as long; the batches it leaves stay pending and
+	 * are given up as unrecorded (their leases run out). */
+	if (stop_watch(o.base, out_on_stop, &o) == -1 ||
+	    stop_cancel_after(cfg->smtp_timeout, db_cancel_from_signal) == -1)
 		return -1;
 	out_connect(&o);
 	out_pump(&o);

@@ -18,6 +18,8 @@ volatile sig_atomic_t	 stop_requested;
 static int		 stop_pipe[2] = { -1, -1 };
 static void		(*stop_cb)(void *);
 static void		*stop_arg;
+static int		 stop_cancel_seconds;
+static void		(*stop_cancel)(void);
 
 static void
 stop_on_signal(int sig)
@@ -27,7 +29,36 @@ stop_on_signal(int sig)
 	(void)sig;
 	stop_requested = 1;
 	(void)!write(stop_pipe[1], "", 1);
+	if (stop_cancel != NULL)
+		alarm((unsigned)stop_cancel_seconds);
 	errno = saved;
+}
+
+static void
+stop_on_alarm(int sig)
+{
+	int	 saved = errno;
+
+	(void)sig;
+	stop_cancel();
+	alarm(1);
+	errno = saved;
+}
+
+int
+stop_cancel_after(int seconds, void (*cancel)(void))
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = stop_on_alarm;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGALRM, &sa, NULL) == -1)
+		return -1;
+	stop_cancel_seconds = seconds > 0 ? seconds : 1;
+	stop_cancel = cancel;
+	return 0;
 }
 
 static void

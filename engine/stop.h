@@ -20,4 +20,10 @@ extern volatile sig_atomic_t stop_requested;
 int	stop_watch(struct event_base *base, void (*on_stop)(void *),
 	    void *arg);
 
+/* For a worker that may block in a statement the server cannot finish
+ * (a commit waiting for a synchronous standby that is away): `seconds'
+ * after SIGTERM, and every second after that, `cancel' runs from the
+ * signal handler, so it must be async-signal-safe.  0, or -1. */
+int	stop_cancel_after(int seconds, void (*cancel)(void));
+
 #endif

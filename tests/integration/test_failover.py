@@ -805,6 +805,52 @@ class FailoverTest(StreamTest):
                            r" stale=(\d+) late=(\d+) ", log)
         self.assertEqual(batch, [(str(len(MEMBERS)), "0", "1")])
 
+    def test_stop_while_the_standby_is_away(self):
+        """SIGTERM while the out worker's claim waits for a standby that
+        has stopped: the wait is cancelled after --smtp-timeout, nothing
+        unconfirmed is sent, the engine exits 0, and once the standby is
+        back the copies go out once."""
+        primary, standby = self.synchronous_pair()
+        db = primary.database("quire")
+        self.make_list(db)
+        self.engine = Engine(db, self.sink.port, "--lease", "2",
+                             "--smtp-timeout", "2")
+        out_pid = int(re.search(r" event=worker_started .*worker=out "
+                                r"worker_pid=(\d+)",
+                                self.engine.log_text()).group(1))
+        os.kill(out_pid, signal.SIGSTOP)
+        try:
+            c = LMTP(self.engine.lmtp_port)
+            _, replies = c.send("anne@example.com", [LIST],
+                                stream_message(1))
+            c.close()
+            self.assertRegex(replies[0], r"^250 ")
+            wait_for("the copies queued on the standby", lambda:
+                     self.queued_on(standby) == len(MEMBERS))
+            standby.stop("immediate")
+        finally:
+            os.kill(out_pid, signal.SIGCONT)
+        wait_for("the claim's commit waiting for the standby", lambda:
+                 primary.psql("SELECT count(*) FROM pg_stat_activity"
+                              " WHERE application_name LIKE '%/out'"
+                              "   AND wait_event = 'SyncRep'").strip()
+                 == "1")
+        self.engine.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.engine.proc.wait(60), 0)
+        log = self.engine.log_text()
+        self.assertRegex(log, r" event=out_claim_failed .*reason=\"commit "
+                         r"not confirmed by the synchronous standby\"")
+        self.assertEqual(self.sink.index(), [])
+        self.engine.stop()
+        standby.start()
+        primary.wait_streaming("standby", sync=True)
+        self.engine = Engine(db, self.sink.port, "--lease", "2")
+        wait_for("every copy recorded", lambda: db.scalar(
+            "SELECT count(*) FROM quire.delivery_log"
+            " WHERE outcome = 'sent'") == str(len(MEMBERS)), timeout=60)
+        self.assertEqual(sorted(e["rcpt"] for e in self.sink.index()),
+                         sorted(MEMBERS))
+
     @staticmethod
     def leased_on(standby):
         """Copies leased on a standby; 0 until it has replayed the
