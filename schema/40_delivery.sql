@@ -3,45 +3,57 @@
 
 DROP FUNCTION IF EXISTS quire.delivery_claim(uuid, interval, text);
 
--- The server's start and WAL timeline: a restart or a promotion makes a
--- new pair.  (pg_walfile_name names the current timeline first.)
-CREATE OR REPLACE FUNCTION quire.server_epoch_key(OUT started timestamptz,
-    OUT timeline text)
+-- What a restart, a crash restart or a promotion of the server makes
+-- anew: its start time, the statistics' reset (a crash restart keeps
+-- the start time) and the WAL timeline (pg_walfile_name names it first).
+DROP FUNCTION IF EXISTS quire.server_epoch_key();
+CREATE FUNCTION quire.server_epoch_key(OUT started timestamptz,
+    OUT timeline text, OUT stats_reset timestamptz)
 LANGUAGE sql AS $$
 	SELECT pg_postmaster_start_time(),
-	       substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)
+	       substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8),
+	       coalesce((SELECT b.stats_reset FROM pg_stat_bgwriter b),
+			'-infinity')
 $$;
 
--- Until when leases that ran out are left to their own runners: one
--- lease from the first claim since the server started or was promoted.
--- While it was away no runner could renew, and the first one back must
--- not send the others' batches again; a runner that is alive renews
--- within that time (it reconnects at most a second apart).
-CREATE OR REPLACE FUNCTION quire.server_epoch_grace(lease interval)
-RETURNS timestamptz LANGUAGE plpgsql AS $$
+-- The grace after the server came back (its first claim since it
+-- started, crashed or was promoted): until grace_until, a lease that ran
+-- out while nobody could renew it is left to its own runner, which
+-- renews it first thing when it is back (it reconnects at most a second
+-- apart).  Only a lease that ran out within one grace length before
+-- seen_at, or since, is spared: one that ran out long before was free
+-- before the server went, so restarts cannot hold it for ever.
+DROP FUNCTION IF EXISTS quire.server_epoch_grace(interval);
+CREATE FUNCTION quire.server_epoch_grace(lease interval,
+    OUT spared_from timestamptz, OUT grace_until timestamptz)
+LANGUAGE plpgsql AS $$
 DECLARE
 	k	record;
-	g	timestamptz;
+	e	record;
 BEGIN
 	k := quire.server_epoch_key();
-	SELECT e.grace_until INTO g FROM quire.server_epoch e
-	 WHERE e.started = k.started AND e.timeline = k.timeline;
-	IF FOUND THEN
-		RETURN g;
+	SELECT x.seen_at, x.grace_until INTO e FROM quire.server_epoch x
+	 WHERE x.started = k.started AND x.timeline = k.timeline
+	   AND x.stats_reset = k.stats_reset;
+	IF NOT FOUND THEN
+		DELETE FROM quire.server_epoch;
+		INSERT INTO quire.server_epoch (started, timeline, stats_reset,
+		    grace_until)
+		VALUES (k.started, k.timeline, k.stats_reset, now() + lease)
+		ON CONFLICT DO NOTHING;
+		SELECT x.seen_at, x.grace_until INTO e FROM quire.server_epoch x
+		 WHERE x.started = k.started AND x.timeline = k.timeline
+		   AND x.stats_reset = k.stats_reset;
 	END IF;
-	DELETE FROM quire.server_epoch;
-	INSERT INTO quire.server_epoch (started, timeline, grace_until)
-	VALUES (k.started, k.timeline, now() + lease)
-	ON CONFLICT DO NOTHING;
-	SELECT e.grace_until INTO g FROM quire.server_epoch e
-	 WHERE e.started = k.started AND e.timeline = k.timeline;
-	RETURN coalesce(g, now() + lease);
+	grace_until := coalesce(e.grace_until, now() + lease);
+	spared_from := coalesce(e.seen_at, now()) -
+	    (grace_until - coalesce(e.seen_at, now()));
 END
 $$;
 COMMENT ON FUNCTION quire.server_epoch_grace(interval) IS
-    'when leases that ran out while the server was away may be taken '
-    'over: one lease after the first claim since it started or was '
-    'promoted';
+    'the grace after the server started, crashed or was promoted: until '
+    'grace_until no lease that ran out at or after spared_from is taken '
+    'over by another runner';
 CREATE OR REPLACE FUNCTION quire.delivery_claim(token uuid, lease interval,
     runner text, keep uuid[] DEFAULT '{}')
 RETURNS TABLE (id bigint, post_id bigint, email text, verp boolean,
@@ -51,7 +63,7 @@ DECLARE
 	pid	bigint;
 	lim	integer;
 	alone	boolean;
-	expired	timestamptz;	-- a lease that ran out before this is free
+	g	record;		-- the grace after a restart
 BEGIN
 	-- One post a batch: its copies share one message body.  Copies
 	-- whose runner died or lost its database mid-send come first:
@@ -59,10 +71,10 @@ BEGIN
 	-- that the relay cannot keep up with they would wait on.  `keep'
 	-- is the caller's own batches still in flight: a statement of its
 	-- that waited longer than the lease must not hand them back to it.
-	expired := CASE WHEN quire.server_epoch_grace(lease) <= now()
-			THEN now() ELSE '-infinity' END;
+	g := quire.server_epoch_grace(lease);
 	SELECT d.post_id INTO pid FROM quire.delivery d
-	 WHERE d.state = 'leased' AND d.lease_until < expired
+	 WHERE d.state = 'leased' AND d.lease_until < now()
+	   AND (g.grace_until <= now() OR d.lease_until < g.spared_from)
 	   AND d.lease_token <> ALL (keep)
 	 ORDER BY d.lease_until LIMIT 1 FOR UPDATE SKIP LOCKED;
 	IF pid IS NULL THEN
@@ -89,7 +101,9 @@ BEGIN
 	alone := NOT EXISTS (SELECT 1 FROM quire.delivery d
 	     WHERE d.post_id = pid AND coalesce(d.last_code, 0) <> 421
 	       AND ((d.state = 'queued' AND d.not_before <= now())
-		 OR (d.state = 'leased' AND d.lease_until < expired
+		 OR (d.state = 'leased' AND d.lease_until < now()
+		     AND (g.grace_until <= now()
+		       OR d.lease_until < g.spared_from)
 		     AND d.lease_token <> ALL (keep))));
 	RETURN QUERY
 	WITH batch AS (
@@ -97,7 +111,9 @@ BEGIN
 		 WHERE d.post_id = pid
 		   AND (coalesce(d.last_code, 0) = 421) = alone
 		   AND ((d.state = 'queued' AND d.not_before <= now())
-		     OR (d.state = 'leased' AND d.lease_until < expired
+		     OR (d.state = 'leased' AND d.lease_until < now()
+			 AND (g.grace_until <= now()
+			   OR d.lease_until < g.spared_from)
 			 AND d.lease_token <> ALL (keep)))
 		 ORDER BY coalesce(d.last_code, 0) >= 400, d.domain, d.id
 		 LIMIT CASE WHEN alone THEN 1 ELSE coalesce(lim, 500) END
@@ -186,15 +202,20 @@ CREATE OR REPLACE FUNCTION quire.delivery_next_due()
 RETURNS double precision LANGUAGE plpgsql STABLE AS $$
 DECLARE
 	lease_end	timestamptz;
+	spared_from	timestamptz;
+	grace_until	timestamptz;
 BEGIN
-	-- A lease that runs out within the grace after a restart is free
-	-- only when the grace ends.
-	SELECT greatest(min(d.lease_until), (
-		SELECT e.grace_until FROM quire.server_epoch e,
-		       quire.server_epoch_key() k
-		 WHERE e.started = k.started AND e.timeline = k.timeline))
+	-- A lease the grace after a restart spares is free when it ends.
+	SELECT x.seen_at - (x.grace_until - x.seen_at), x.grace_until
+	  INTO spared_from, grace_until
+	  FROM quire.server_epoch x, quire.server_epoch_key() k
+	 WHERE x.started = k.started AND x.timeline = k.timeline
+	   AND x.stats_reset = k.stats_reset;
+	SELECT min(CASE WHEN d.lease_until >= spared_from
+			 AND d.lease_until < grace_until
+			THEN grace_until ELSE d.lease_until END)
 	  INTO lease_end FROM quire.delivery d
-	 WHERE d.state = 'leased' HAVING count(*) > 0;
+	 WHERE d.state = 'leased';
 	RETURN extract(epoch FROM least(
 	    (SELECT min(d.not_before) FROM quire.delivery d
 	      WHERE d.state = 'queued'),

@@ -356,14 +356,52 @@ class BatchTest(EngineTest):
             " WHERE post_id = :'v1'", backlog)
         # The server has been up for an hour: its grace for leases that
         # ran out while it was away is long over.
-        self.db.query(
-            "INSERT INTO quire.server_epoch SELECT k.started, k.timeline,"
-            " now() - interval '1 h', now() - interval '59 min'"
-            " FROM quire.server_epoch_key() k")
+        self.set_epoch("1 hour", "59 min")
         self.assertEqual(self.db.query(
             "SELECT post_id, count(*) FROM quire.delivery_claim("
             " '00000000-0000-0000-0000-000000000002', '1 minute', 'test')"
             " GROUP BY post_id"), [[lost, "5"]])
+
+    def set_epoch(self, seen_ago, grace_ago):
+        """As if the server had come back `seen_ago' and its grace had
+        ended `grace_ago' (a negative interval: it ends in the
+        future)."""
+        self.db.query(
+            "INSERT INTO quire.server_epoch (started, timeline,"
+            " stats_reset, seen_at, grace_until)"
+            " SELECT k.started, k.timeline, k.stats_reset,"
+            " now() - :'v1'::interval, now() - :'v2'::interval"
+            " FROM quire.server_epoch_key() k", seen_ago, grace_ago)
+
+    def test_grace_after_a_restart_spares_only_recent_leases(self):
+        """The server came back 10 s ago and its grace runs 50 s more: a
+        lease that ran out 30 s before that is left to its runner, one
+        that ran out an hour ago (free before the server went) is
+        taken at once, and the spared one once the grace is over."""
+        self.start_engine(stages="lmtp,in,posting,decorate,archive")
+        for n in (b"1", b"2"):
+            post_plain(self.engine, "m0@example.com", n)
+        wait_for("both posts' copies", lambda: self.db.scalar(
+            "SELECT count(*) FROM quire.delivery") == "10")
+        recent, old = [r[0] for r in self.db.query(
+            "SELECT DISTINCT post_id FROM quire.delivery ORDER BY 1")]
+        for pid, ran_out in ((recent, "40 s"), (old, "1 hour")):
+            self.db.query(
+                "UPDATE quire.delivery SET state = 'leased',"
+                " leased_by = 'lost', lease_token = gen_random_uuid(),"
+                " lease_until = now() - :'v2'::interval"
+                " WHERE post_id = :'v1'", pid, ran_out)
+        self.set_epoch("10 s", "-50 s")
+        claim = ("SELECT post_id, count(*) FROM quire.delivery_claim("
+                 " gen_random_uuid(), '1 minute', 'test') GROUP BY 1")
+        self.assertEqual(self.db.query(claim), [[old, "5"]])
+        self.assertEqual(self.db.query(claim), [])
+        due = float(self.db.scalar("SELECT quire.delivery_next_due()"))
+        self.assertTrue(40 < due <= 50, due)
+        self.db.query("UPDATE quire.server_epoch"
+                      " SET grace_until = now() - interval '1 s'")
+        self.assertEqual(self.db.query(claim), [[recent, "5"]])
+
 
 class XverpTest(EngineTest):
     sink_args = ("--xverp",)

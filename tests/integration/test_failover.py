@@ -463,6 +463,32 @@ class OtherHostBackFirstTest(StreamTest):
     HOLD = 3        # the relay's delay before its 250 to the final dot
 
     def test_the_first_back_leaves_the_others_batch(self):
+        self.check_back_first(lambda pg: pg.stop("immediate"),
+                              lambda pg: pg.start())
+
+    def test_the_same_after_a_crash_restart(self):
+        """A server process dies; the postmaster, held still until the
+        lease has run out, then ends the others and recovers, keeping
+        its start time and its timeline."""
+        held = {}
+
+        def crash(pg):
+            with open(os.path.join(pg.data, "postmaster.pid")) as f:
+                held["postmaster"] = int(f.readline())
+            backends = pg.psql(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type ="
+                " 'client backend' AND pid <> pg_backend_pid()").split()
+            os.kill(held["postmaster"], signal.SIGSTOP)
+            for pid in backends:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+        self.check_back_first(crash, lambda pg: os.kill(
+            held["postmaster"], signal.SIGCONT))
+
+    def check_back_first(self, go_away, come_back):
         pg, db, held = self.post_with_its_answer_held(self.LEASE, self.HOLD)
         other = Engine(db, held.port, "--lease", str(self.LEASE),
                        stages="out")
@@ -472,12 +498,12 @@ class OtherHostBackFirstTest(StreamTest):
         out_pid = int(re.search(r" event=worker_started .*worker=out "
                                 r"worker_pid=(\d+)",
                                 self.engine.log_text()).group(1))
-        pg.stop("immediate")
+        go_away(pg)
         time.sleep(self.LEASE + 1)
         os.kill(out_pid, signal.SIGSTOP)
         try:
             mark = len(other.log_text())
-            pg.start()
+            come_back(pg)
             wait_for("the other engine back and its scan done", lambda:
                      " event=runner_scanned " in other.log_text()[mark:],
                      timeout=60)
