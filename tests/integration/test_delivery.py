@@ -339,13 +339,7 @@ class BatchTest(EngineTest):
     def test_expired_lease_is_claimed_before_a_backlog(self):
         """A dead runner's batch goes before queued copies, however long
         these have waited: it has waited a whole lease already."""
-        self.start_engine(stages="lmtp,in,posting,decorate,archive")
-        for n in (b"1", b"2"):
-            post_plain(self.engine, "m0@example.com", n)
-        wait_for("both posts' copies", lambda: self.db.scalar(
-            "SELECT count(*) FROM quire.delivery") == "10")
-        lost, backlog = [r[0] for r in self.db.query(
-            "SELECT DISTINCT post_id FROM quire.delivery ORDER BY 1")]
+        lost, backlog = self.two_posts_queued()
         self.db.query(
             "UPDATE quire.delivery SET state = 'leased', leased_by = 'lost',"
             " lease_token = '00000000-0000-0000-0000-000000000001',"
@@ -361,6 +355,17 @@ class BatchTest(EngineTest):
             "SELECT post_id, count(*) FROM quire.delivery_claim("
             " '00000000-0000-0000-0000-000000000002', '1 minute', 'test')"
             " GROUP BY post_id"), [[lost, "5"]])
+
+    def two_posts_queued(self):
+        """Two posts' copies queued, with no out worker to take them;
+        their post ids."""
+        self.start_engine(stages="lmtp,in,posting,decorate,archive")
+        for n in (b"1", b"2"):
+            post_plain(self.engine, "m0@example.com", n)
+        wait_for("both posts' copies", lambda: self.db.scalar(
+            "SELECT count(*) FROM quire.delivery") == "10")
+        return [r[0] for r in self.db.query(
+            "SELECT DISTINCT post_id FROM quire.delivery ORDER BY 1")]
 
     def set_epoch(self, seen_ago, grace_ago):
         """As if the server had come back `seen_ago' and its grace had
@@ -378,13 +383,7 @@ class BatchTest(EngineTest):
         lease that ran out 30 s before that is left to its runner, one
         that ran out an hour ago (free before the server went) is
         taken at once, and the spared one once the grace is over."""
-        self.start_engine(stages="lmtp,in,posting,decorate,archive")
-        for n in (b"1", b"2"):
-            post_plain(self.engine, "m0@example.com", n)
-        wait_for("both posts' copies", lambda: self.db.scalar(
-            "SELECT count(*) FROM quire.delivery") == "10")
-        recent, old = [r[0] for r in self.db.query(
-            "SELECT DISTINCT post_id FROM quire.delivery ORDER BY 1")]
+        recent, old = self.two_posts_queued()
         for pid, ran_out in ((recent, "40 s"), (old, "1 hour")):
             self.db.query(
                 "UPDATE quire.delivery SET state = 'leased',"
