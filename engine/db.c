@@ -91,6 +91,7 @@ struct db {
 	int		 unconfirmed;	/* since then, as good as lost */
 	int		 commit_timeout;
 	int		 backoff_ms;
+	int		 connect_wait;	/* seconds an attempt may take */
 };
 
 static void	db_async_connect(struct db *);
@@ -1020,6 +1021,7 @@ db_async_poll_connect(struct db *db)
 		return;
 	}
 	PQsetNoticeReceiver(db->conn, db_notice, db);
+	evtimer_del(db->ev_timer);
 	db->state = DB_READY;
 	db->backoff_ms = 0;
 	db_async_watch(db, 0);
@@ -1037,7 +1039,32 @@ db_async_connect(struct db *db)
 		return;
 	}
 	db->state = DB_CONNECTING;
+	/* libpq applies no connect_timeout to an asynchronous connection:
+	 * a server that accepts and never answers would hold it, and every
+	 * RCPT waiting for it, for as long as the socket lives.
+	 * XXX The next attempt starts again from the first host of a
+	 * multi-host conninfo, so a silent first host is never got past. */
+	struct timeval wait = { db->connect_wait, 0 };
+	evtimer_add(db->ev_timer, &wait);
 	db_async_poll_connect(db);
+}
+
+/* connect_timeout from the conninfo, as libpq's blocking connect takes
+ * it (at least 2 s), or 10 s. */
+static int
+db_connect_wait(const char *conninfo)
+{
+	PQconninfoOption *opts, *o;
+	int		 wait = 10;
+
+	if ((opts = PQconninfoParse(conninfo, NULL)) == NULL)
+		return wait;
+	for (o = opts; o->keyword != NULL; o++)
+		if (strcmp(o->keyword, "connect_timeout") == 0 &&
+		    o->val != NULL && atoi(o->val) > 0)
+			wait = atoi(o->val) < 2 ? 2 : atoi(o->val);
+	PQconninfoFree(opts);
+	return wait;
 }
 
 static void
@@ -1141,6 +1168,9 @@ db_async_on_timer(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (db->state == DB_DOWN)
 		db_async_connect(db);
+	else if (db->state == DB_CONNECTING)
+		db_async_drop(db, "no answer from the server within "
+		    "connect_timeout");
 	else if (db->state == DB_READY && db->inflight != NULL)
 		db_async_cancel(db);
 }
@@ -1189,6 +1219,7 @@ db_async_new(struct event_base *base, const char *conninfo,
 	db->conninfo = strdup(conninfo ? conninfo : "");
 	db->appname = strdup(appname ? appname : "quire");
 	db->commit_timeout = commit_timeout;
+	db->connect_wait = db_connect_wait(db->conninfo);
 	db->ev_timer = evtimer_new(base, db_async_on_timer, db);
 	if (!db->conninfo || !db->appname || !db->ev_timer) {
 		db_async_free(db);

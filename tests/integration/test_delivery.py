@@ -2,6 +2,7 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import unittest
 
@@ -552,6 +553,29 @@ class DatabaseDownTest(EngineTest):
         c.close()
         self.assertEqual(codes, [451])
         self.assertIn("event=lmtp_rcpt_deferred", self.engine.log_text())
+
+
+    def test_lmtp_answers_451_when_the_server_never_answers(self):
+        """A server that takes the connection and says nothing (a frozen
+        postmaster, a proxy that lost its backend): the RCPT gets its
+        451 once connect_timeout has passed, not never."""
+        from harness import Engine
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        self.addCleanup(silent.close)
+
+        class Silent:
+            conninfo = ("host=127.0.0.1 port=%d dbname=none "
+                        "connect_timeout=2" % silent.getsockname()[1])
+        self.engine = Engine(Silent, self.sink.port, stages="lmtp")
+        c = LMTP(self.engine.lmtp_port, timeout=60)
+        codes, _ = c.send("anne@example.com", ["bench@example.org"], POST)
+        c.close()
+        self.assertEqual(codes, [451])
+        self.assertRegex(self.engine.log_text(), r" event=db_disconnected "
+                         r".*reason=\"no answer from the server within "
+                         r"connect_timeout\"")
 
 
 class MultiHostTest(EngineTest):
