@@ -17,12 +17,14 @@ LANGUAGE sql AS $$
 $$;
 
 -- The grace after the server came back (its first claim since it
--- started, crashed or was promoted): until grace_until, a lease that ran
--- out while nobody could renew it is left to its own runner, which
--- renews it first thing when it is back (it reconnects at most a second
--- apart).  Only a lease that ran out within one grace length before
--- seen_at, or since, is spared: one that ran out long before was free
--- before the server went, so restarts cannot hold it for ever.
+-- started, crashed or was promoted): until grace_until, 10 seconds on
+-- (the lease, if shorter), a lease that ran out while nobody could renew
+-- it is left to its own runner, which renews it first thing when it is
+-- back (it reconnects at most a second apart).  Spared are the leases
+-- that ran out at most one lease (the caller's) before seen_at, or
+-- since: one that ran out long before was free before the server went,
+-- so restarts cannot hold it for ever.  A lease granted since seen_at
+-- runs out after grace_until unless it is shorter than 10 seconds.
 DROP FUNCTION IF EXISTS quire.server_epoch_grace(interval);
 CREATE FUNCTION quire.server_epoch_grace(lease interval,
     OUT spared_from timestamptz, OUT grace_until timestamptz)
@@ -39,21 +41,22 @@ BEGIN
 		DELETE FROM quire.server_epoch;
 		INSERT INTO quire.server_epoch (started, timeline, stats_reset,
 		    grace_until)
-		VALUES (k.started, k.timeline, k.stats_reset, now() + lease)
+		VALUES (k.started, k.timeline, k.stats_reset,
+		    now() + least(lease, interval '10 seconds'))
 		ON CONFLICT DO NOTHING;
 		SELECT x.seen_at, x.grace_until INTO e FROM quire.server_epoch x
 		 WHERE x.started = k.started AND x.timeline = k.timeline
 		   AND x.stats_reset = k.stats_reset;
 	END IF;
-	grace_until := coalesce(e.grace_until, now() + lease);
-	spared_from := coalesce(e.seen_at, now()) -
-	    (grace_until - coalesce(e.seen_at, now()));
+	grace_until := coalesce(e.grace_until,
+	    now() + least(lease, interval '10 seconds'));
+	spared_from := coalesce(e.seen_at, now()) - lease;
 END
 $$;
 COMMENT ON FUNCTION quire.server_epoch_grace(interval) IS
     'the grace after the server started, crashed or was promoted: until '
-    'grace_until no lease that ran out at or after spared_from is taken '
-    'over by another runner';
+    'grace_until (10 s, or the lease if shorter) no lease that ran out at '
+    'or after spared_from (one lease before) is taken over';
 CREATE OR REPLACE FUNCTION quire.delivery_claim(token uuid, lease interval,
     runner text, keep uuid[] DEFAULT '{}')
 RETURNS TABLE (id bigint, post_id bigint, email text, verp boolean,
@@ -205,8 +208,10 @@ DECLARE
 	spared_from	timestamptz;
 	grace_until	timestamptz;
 BEGIN
-	-- A lease the grace after a restart spares is free when it ends.
-	SELECT x.seen_at - (x.grace_until - x.seen_at), x.grace_until
+	-- A lease the grace after a restart spares is free when it ends;
+	-- which it spares depends on the claimer's lease, unknown here, so
+	-- any that runs out before the end wakes the worker then.
+	SELECT '-infinity'::timestamptz, x.grace_until
 	  INTO spared_from, grace_until
 	  FROM quire.server_epoch x, quire.server_epoch_key() k
 	 WHERE x.started = k.started AND x.timeline = k.timeline

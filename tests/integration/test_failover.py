@@ -459,7 +459,7 @@ class OtherHostBackFirstTest(StreamTest):
     alone for one lease after the restart, and the first one, back
     within that, renews and records it.  No copy goes twice."""
 
-    LEASE = 5
+    LEASE = 8
     HOLD = 3        # the relay's delay before its 250 to the final dot
 
     def test_the_first_back_leaves_the_others_batch(self):
