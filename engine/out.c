@@ -730,8 +730,9 @@ static void	out_on_db(evutil_socket_t, short, void *);
  * the batches in flight wait unread meanwhile.  Their leases are renewed
  * first thing after the reconnect, before any claim, so that an outage
  * longer than --lease does not hand this worker its own batches to send
- * again; another host's worker back first leaves them alone for one
- * lease after the server's restart or promotion (quire.server_epoch). */
+ * again; another host's worker back first leaves them alone for 10 s
+ * after the server's restart, crash restart or promotion
+ * (quire.server_epoch). */
 /* A connection, with retries; NULL once a stop is asked for, unless
  * batches wait to be recorded: then it goes on trying for
  * --smtp-timeout, so that a stop during a database restart does not
