@@ -1052,7 +1052,9 @@ lmtp_session_set_wake(struct lmtp_session *s, void (*fn)(void *), void *arg)
 }
 
 /* Between transactions, so nothing accepted is cut: the client sends
- * the rest again to the next server. */
+ * the rest again to the next server.  XXX A client that pipelined
+ * commands just then may see a reset instead of the 421: the socket is
+ * closed with its input unread. */
 static void
 lmtp_stop_reply(struct lmtp_session *s)
 {

@@ -25,6 +25,8 @@ $$;
 -- since: one that ran out long before was free before the server went,
 -- so restarts cannot hold it for ever.  A lease granted since seen_at
 -- runs out after grace_until unless it is shorter than 10 seconds.
+-- XXX A live runner that needs more than 10 seconds to get back (a
+-- silent first host in its conninfo) still loses its batch in flight.
 DROP FUNCTION IF EXISTS quire.server_epoch_grace(interval);
 CREATE FUNCTION quire.server_epoch_grace(lease interval,
     OUT spared_from timestamptz, OUT grace_until timestamptz)
