@@ -184,6 +184,26 @@ def log_events(text):
     return out
 
 
+def out_waits(db, what):
+    """An out worker's session waits for `what' (a wait event or its
+    type: SyncRep, Lock)."""
+    return db.scalar(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE application_name LIKE '%/out'"
+        "   AND :'v1' IN (wait_event, wait_event_type)", what) == "1"
+
+
+def copies_on(standby, state):
+    """Copies in `state' on a standby; 0 until it has replayed the
+    schema (flushed there is not yet replayed)."""
+    try:
+        return int(standby.psql("SELECT count(*) FROM quire.delivery"
+                                " WHERE state = '%s'" % state,
+                                dbname="quire"))
+    except AssertionError:
+        return 0
+
+
 class StreamTest(unittest.TestCase):
     """What the tests share: a list on a database the test owns, the
     sink, the engine and the MTA."""
@@ -229,6 +249,21 @@ class StreamTest(unittest.TestCase):
         primary.wait_streaming("standby", sync=True)
         return primary, standby
 
+    def failover_pair(self):
+        """A synchronous pair, and a database on it that the engines
+        reach by the multi-host conninfo, which finds the primary."""
+        primary, standby = self.synchronous_pair()
+        both = ("host=127.0.0.1,127.0.0.1 port=%d,%d user=%s dbname=quire"
+                " target_session_attrs=read-write connect_timeout=2" % (
+                    primary.port, standby.port, pgcluster.OWNER))
+        return primary, standby, primary.database("quire", conninfo=both)
+
+    def out_pid(self):
+        """The engine's out worker."""
+        return int(re.search(r" event=worker_started .*worker=out "
+                             r"worker_pid=(\d+)",
+                             self.engine.log_text()).group(1))
+
     def make_list(self, db):
         quire(db, "migrate")
         quire(db, "domain", "add", LIST.split("@")[1])
@@ -259,25 +294,49 @@ class StreamTest(unittest.TestCase):
         self.assertEqual(self.mta.errors, [])
         return result, began
 
-    def post_with_its_answer_held(self, lease, hold):
-        """A database of its own, one engine with `lease`, one post whose
-        copies the relay stores but answers only `hold` seconds after
-        their final dot; returns (cluster, database, relay) once the
-        copies are stored."""
+    def database_of_its_own(self):
+        """A server started for this test alone, with the list on it;
+        (cluster, database)."""
         pg = self.cluster()
         pg.start()
         db = pg.database()
         self.make_list(db)
-        held = Sink("--delay-data", str(hold), "--delay-count", "1")
-        self.addCleanup(held.stop)
-        self.engine = Engine(db, held.port, "--lease", str(lease))
+        return pg, db
+
+    def post_one(self):
+        """The first stream message through the engine's LMTP: 250."""
         c = LMTP(self.engine.lmtp_port)
         _, replies = c.send("anne@example.com", [LIST], stream_message(1))
         c.close()
         self.assertRegex(replies[0], r"^250 ")
+
+    def post_with_its_answer_held(self, db, hold, *engine_args):
+        """An engine on db with engine_args, and one post whose copies
+        the relay stores but answers only `hold` seconds after their
+        final dot; returns the relay once the copies are stored."""
+        held = Sink("--delay-data", str(hold), "--delay-count", "1")
+        self.addCleanup(held.stop)
+        self.engine = Engine(db, held.port, *engine_args)
+        self.post_one()
         wait_for("the copies stored, their 250 held back", lambda:
                  len(held.index()) == len(MEMBERS))
-        return pg, db, held
+        return held
+
+    def claim_waiting_for_the_standby(self, db, standby):
+        """One post whose copies reach the standby while the out worker
+        is frozen; the standby then stops, and the worker's claim of
+        them, committed on the primary alone, waits for it."""
+        out_pid = self.out_pid()
+        os.kill(out_pid, signal.SIGSTOP)
+        try:
+            self.post_one()
+            wait_for("the copies queued on the standby", lambda:
+                     copies_on(standby, "queued") == len(MEMBERS))
+            standby.stop("immediate")
+        finally:
+            os.kill(out_pid, signal.SIGCONT)
+        wait_for("the claim's commit waiting for the standby", lambda:
+                 out_waits(db, "SyncRep"))
 
     def copies_by_message(self):
         """(Message-ID, member) -> copies at the sink."""
@@ -426,7 +485,9 @@ class LongOutageTest(StreamTest):
     HOLD = 8        # the relay's delay before its 250 to the final dot
 
     def test_outage_longer_than_the_lease_sends_nothing_twice(self):
-        pg, db, held = self.post_with_its_answer_held(self.LEASE, self.HOLD)
+        pg, db = self.database_of_its_own()
+        held = self.post_with_its_answer_held(db, self.HOLD, "--lease",
+                                              str(self.LEASE))
         pg.stop("immediate")
         down = time.monotonic()
         # Longer than the lease, shorter than the relay's hold.
@@ -489,15 +550,15 @@ class OtherHostBackFirstTest(StreamTest):
             held["postmaster"], signal.SIGCONT))
 
     def check_back_first(self, go_away, come_back):
-        pg, db, held = self.post_with_its_answer_held(self.LEASE, self.HOLD)
+        pg, db = self.database_of_its_own()
+        held = self.post_with_its_answer_held(db, self.HOLD, "--lease",
+                                              str(self.LEASE))
         other = Engine(db, held.port, "--lease", str(self.LEASE),
                        stages="out")
         self.addCleanup(other.stop)
         wait_for("the other engine's scan", lambda:
                  " event=runner_scanned " in other.log_text())
-        out_pid = int(re.search(r" event=worker_started .*worker=out "
-                                r"worker_pid=(\d+)",
-                                self.engine.log_text()).group(1))
+        out_pid = self.out_pid()
         go_away(pg)
         time.sleep(self.LEASE + 1)
         os.kill(out_pid, signal.SIGSTOP)
@@ -536,30 +597,11 @@ class RecordOutcomeTest(StreamTest):
 
     def setUp(self):
         super().setUp()
-        self.pg = self.cluster()
-        self.pg.start()
-        self.db = self.pg.database()
-        self.make_list(self.db)
-        self.held = Sink("--delay-data", str(self.HOLD), "--delay-count",
-                         "1")
-        self.addCleanup(self.held.stop)
+        self.pg, self.db = self.database_of_its_own()
 
     def post_and_wait_for_the_copies(self, *engine_args):
-        """One post; returns once its copies are at the relay, which
-        holds back its answer."""
-        self.engine = Engine(self.db, self.held.port, *engine_args)
-        c = LMTP(self.engine.lmtp_port)
-        _, replies = c.send("anne@example.com", [LIST], stream_message(1))
-        c.close()
-        self.assertRegex(replies[0], r"^250 ")
-        wait_for("the copies stored, their 250 held back", lambda:
-                 len(self.held.index()) == len(MEMBERS))
-
-    def out_waits(self, what):
-        return self.db.scalar(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE application_name LIKE '%/out'"
-            "   AND :'v1' IN (wait_event, wait_event_type)", what) == "1"
+        self.held = self.post_with_its_answer_held(self.db, self.HOLD,
+                                                   *engine_args)
 
     def check_once(self, late_sent):
         # A record that landed is in the database before the worker
@@ -597,7 +639,7 @@ class RecordOutcomeTest(StreamTest):
                      "'nobody'")
         self.pg.psql("SELECT pg_reload_conf()")
         wait_for("the record waiting for the standby",
-                 lambda: self.out_waits("SyncRep"))
+                 lambda: out_waits(self.db, "SyncRep"))
         self.pg.psql("ALTER SYSTEM RESET synchronous_standby_names")
         self.pg.restart("immediate")
         self.check_once(str(len(MEMBERS)))
@@ -617,7 +659,7 @@ class RecordOutcomeTest(StreamTest):
         lock.stdin.flush()
         self.assertEqual(lock.stdout.readline(), b"locked\n")
         wait_for("the record waiting on the lock",
-                 lambda: self.out_waits("Lock"))
+                 lambda: out_waits(self.db, "Lock"))
         time.sleep(3)
         self.pg.restart("immediate")
         lock.stdin.close()
@@ -655,9 +697,7 @@ class RecordOutcomeTest(StreamTest):
         that answer until it is back on the database."""
         self.post_and_wait_for_the_copies("--lease", "20",
                                           "--out-connections", "1")
-        out_pid = int(re.search(r" event=worker_started .*worker=out "
-                                r"worker_pid=(\d+)",
-                                self.engine.log_text()).group(1))
+        out_pid = self.out_pid()
         os.kill(out_pid, signal.SIGSTOP)
         try:
             self.assertEqual(self.db.scalar(
@@ -685,11 +725,7 @@ class RecordOutcomeTest(StreamTest):
 class FailoverTest(StreamTest):
 
     def test_failover_to_a_synchronous_standby(self):
-        primary, standby = self.synchronous_pair()
-        both = ("host=127.0.0.1,127.0.0.1 port=%d,%d user=%s dbname=quire"
-                " target_session_attrs=read-write connect_timeout=2" % (
-                    primary.port, standby.port, pgcluster.OWNER))
-        db = primary.database("quire", conninfo=both)
+        primary, standby, db = self.failover_pair()
         self.make_list(db)
         self.start_engine(db)
 
@@ -731,34 +767,10 @@ class FailoverTest(StreamTest):
         back.  The primary stops while that commit waits for a standby
         that never got it, and the standby is promoted: the claim never
         was, so its batch must not go out (it would go twice)."""
-        primary, standby = self.synchronous_pair()
-        both = ("host=127.0.0.1,127.0.0.1 port=%d,%d user=%s dbname=quire"
-                " target_session_attrs=read-write connect_timeout=2" % (
-                    primary.port, standby.port, pgcluster.OWNER))
-        db = primary.database("quire", conninfo=both)
+        primary, standby, db = self.failover_pair()
         self.make_list(db)
         self.start_engine(db)
-        out_pid = int(re.search(r" event=worker_started .*worker=out "
-                                r"worker_pid=(\d+)",
-                                self.engine.log_text()).group(1))
-        # Frozen, the worker leaves the post's copies to the standby.
-        os.kill(out_pid, signal.SIGSTOP)
-        try:
-            c = LMTP(self.engine.lmtp_port)
-            _, replies = c.send("anne@example.com", [LIST],
-                                stream_message(1))
-            c.close()
-            self.assertRegex(replies[0], r"^250 ")
-            wait_for("the copies queued on the standby", lambda:
-                     self.queued_on(standby) == len(MEMBERS))
-            standby.stop("immediate")
-        finally:
-            os.kill(out_pid, signal.SIGCONT)
-        wait_for("the claim's commit waiting for the standby", lambda:
-                 primary.psql("SELECT count(*) FROM pg_stat_activity"
-                              " WHERE application_name LIKE '%/out'"
-                              "   AND wait_event = 'SyncRep'").strip()
-                 == "1")
+        self.claim_waiting_for_the_standby(db, standby)
         primary.stop("immediate")
         standby.start()
         standby.promote()
@@ -781,37 +793,18 @@ class FailoverTest(StreamTest):
         until the standby has it too; the primary is then lost and the
         standby promoted, where the worker records the batch again under
         its own lease, and no copy goes twice."""
-        primary, standby = self.synchronous_pair()
-        both = ("host=127.0.0.1,127.0.0.1 port=%d,%d user=%s dbname=quire"
-                " target_session_attrs=read-write connect_timeout=2" % (
-                    primary.port, standby.port, pgcluster.OWNER))
-        db = primary.database("quire", conninfo=both)
+        primary, standby, db = self.failover_pair()
         self.make_list(db)
         # A lease long enough that no renewal comes before the record.
-        held = Sink("--delay-data", "3", "--delay-count", "1")
-        self.addCleanup(held.stop)
-        self.engine = Engine(db, held.port, "--lease", "30")
-        c = LMTP(self.engine.lmtp_port)
-        _, replies = c.send("anne@example.com", [LIST], stream_message(1))
-        c.close()
-        self.assertRegex(replies[0], r"^250 ")
-        wait_for("the copies stored, their 250 held back", lambda:
-                 len(held.index()) == len(MEMBERS))
+        held = self.post_with_its_answer_held(db, 3, "--lease", "30")
         wait_for("the standby has the claim", lambda:
-                 self.leased_on(standby) == len(MEMBERS))
+                 copies_on(standby, "leased") == len(MEMBERS))
         standby.stop("immediate")
-
-        def out_waits_for_the_standby():
-            return primary.psql(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE application_name LIKE '%/out'"
-                "   AND wait_event = 'SyncRep'").strip() == "1"
-
         wait_for("the record waiting for the standby",
-                 out_waits_for_the_standby)
+                 lambda: out_waits(db, "SyncRep"))
         primary.restart("immediate")
         wait_for("the worker back, and waiting for the standby again",
-                 lambda: out_waits_for_the_standby() or
+                 lambda: out_waits(db, "SyncRep") or
                  " event=delivery_batch " in self.engine.log_text())
         primary.stop("immediate")
         standby.start()
@@ -841,26 +834,7 @@ class FailoverTest(StreamTest):
         self.make_list(db)
         self.engine = Engine(db, self.sink.port, "--lease", "2",
                              "--smtp-timeout", "2")
-        out_pid = int(re.search(r" event=worker_started .*worker=out "
-                                r"worker_pid=(\d+)",
-                                self.engine.log_text()).group(1))
-        os.kill(out_pid, signal.SIGSTOP)
-        try:
-            c = LMTP(self.engine.lmtp_port)
-            _, replies = c.send("anne@example.com", [LIST],
-                                stream_message(1))
-            c.close()
-            self.assertRegex(replies[0], r"^250 ")
-            wait_for("the copies queued on the standby", lambda:
-                     self.queued_on(standby) == len(MEMBERS))
-            standby.stop("immediate")
-        finally:
-            os.kill(out_pid, signal.SIGCONT)
-        wait_for("the claim's commit waiting for the standby", lambda:
-                 primary.psql("SELECT count(*) FROM pg_stat_activity"
-                              " WHERE application_name LIKE '%/out'"
-                              "   AND wait_event = 'SyncRep'").strip()
-                 == "1")
+        self.claim_waiting_for_the_standby(db, standby)
         self.engine.proc.send_signal(signal.SIGTERM)
         self.assertEqual(self.engine.proc.wait(60), 0)
         log = self.engine.log_text()
@@ -876,28 +850,6 @@ class FailoverTest(StreamTest):
             " WHERE outcome = 'sent'") == str(len(MEMBERS)), timeout=60)
         self.assertEqual(sorted(e["rcpt"] for e in self.sink.index()),
                          sorted(MEMBERS))
-
-    @staticmethod
-    def leased_on(standby):
-        """Copies leased on a standby; 0 until it has replayed the
-        schema."""
-        try:
-            return int(standby.psql("SELECT count(*) FROM quire.delivery"
-                                    " WHERE state = 'leased'",
-                                    dbname="quire"))
-        except AssertionError:
-            return 0
-
-    @staticmethod
-    def queued_on(standby):
-        """Copies queued on a standby; 0 until it has replayed the
-        schema (flushed there is not yet replayed)."""
-        try:
-            return int(standby.psql("SELECT count(*) FROM quire.delivery"
-                                    " WHERE state = 'queued'",
-                                    dbname="quire"))
-        except AssertionError:
-            return 0
 
     def test_unconfirmed_commit_is_never_250(self):
         """With the synchronous standby away a COMMIT waits; the engine
