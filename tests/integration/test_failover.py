@@ -322,6 +322,17 @@ class StreamTest(unittest.TestCase):
                  len(held.index()) == len(MEMBERS))
         return held
 
+    def wait_all_sent(self, db, relay):
+        """Until the one post's copies are recorded sent, leaving none
+        queued; each member's copy at the relay once."""
+        wait_for("every copy recorded", lambda: db.scalar(
+            "SELECT count(*) FROM quire.delivery_log"
+            " WHERE outcome = 'sent'") == str(len(MEMBERS)), timeout=60)
+        self.assertEqual(db.scalar("SELECT count(*) FROM quire.delivery"),
+                         "0")
+        self.assertEqual(sorted(e["rcpt"] for e in relay.index()),
+                         sorted(MEMBERS))
+
     def claim_waiting_for_the_standby(self, db, standby):
         """One post whose copies reach the standby while the out worker
         is frozen; the standby then stops, and the worker's claim of
@@ -494,13 +505,7 @@ class LongOutageTest(StreamTest):
         time.sleep(self.LEASE * 2)
         pg.start()
         away = time.monotonic() - down
-        wait_for("every copy recorded", lambda: db.scalar(
-            "SELECT count(*) FROM quire.delivery_log"
-            " WHERE outcome = 'sent'") == str(len(MEMBERS)), timeout=60)
-        self.assertEqual(db.scalar("SELECT count(*) FROM quire.delivery"),
-                         "0")
-        self.assertEqual(sorted(e["rcpt"] for e in held.index()),
-                         sorted(MEMBERS))
+        self.wait_all_sent(db, held)
         events = [ev for ev, proc, _ in
                   log_events(self.engine.log_text()) if proc == "out"]
         self.assertIn("runner_db_lost", events)
@@ -572,13 +577,7 @@ class OtherHostBackFirstTest(StreamTest):
             time.sleep(1)
         finally:
             os.kill(out_pid, signal.SIGCONT)
-        wait_for("every copy recorded", lambda: db.scalar(
-            "SELECT count(*) FROM quire.delivery_log"
-            " WHERE outcome = 'sent'") == str(len(MEMBERS)), timeout=60)
-        self.assertEqual(db.scalar("SELECT count(*) FROM quire.delivery"),
-                         "0")
-        self.assertEqual(sorted(e["rcpt"] for e in held.index()),
-                         sorted(MEMBERS))
+        self.wait_all_sent(db, held)
         self.assertNotIn(" event=delivery_leased ", other.log_text())
         lines = [l for ev, proc, l in log_events(self.engine.log_text())
                  if proc == "out" and ev == "delivery_batch"]
@@ -609,13 +608,7 @@ class RecordOutcomeTest(StreamTest):
         wait_for("the worker's line for the batch", lambda:
                  " event=delivery_batch " in self.engine.log_text(),
                  timeout=60)
-        wait_for("every copy recorded", lambda: self.db.scalar(
-            "SELECT count(*) FROM quire.delivery") == "0" and
-            self.db.scalar("SELECT count(*) FROM quire.delivery_log"
-                           " WHERE outcome = 'sent'") == str(len(MEMBERS)),
-            timeout=60)
-        self.assertEqual(sorted(e["rcpt"] for e in self.held.index()),
-                         sorted(MEMBERS))
+        self.wait_all_sent(self.db, self.held)
         lines = [l for ev, proc, l in log_events(self.engine.log_text())
                  if proc == "out"]
         events = [re.search(r" event=(\S+)", l).group(1) for l in lines]
@@ -710,10 +703,7 @@ class RecordOutcomeTest(StreamTest):
         wait_for("the worker's line for the batch", lambda:
                  " event=delivery_batch " in self.engine.log_text(),
                  timeout=60)
-        wait_for("every copy recorded", lambda: self.db.scalar(
-            "SELECT count(*) FROM quire.delivery") == "0", timeout=60)
-        self.assertEqual(sorted(e["rcpt"] for e in self.held.index()),
-                         sorted(MEMBERS))
+        self.wait_all_sent(self.db, self.held)
         log = self.engine.log_text()
         self.assertEqual(log.count(" event=delivery_leased "), 1)
         self.assertNotIn("event=delivery_unrecorded", log)
@@ -774,11 +764,7 @@ class FailoverTest(StreamTest):
         primary.stop("immediate")
         standby.start()
         standby.promote()
-        wait_for("every copy recorded", lambda: db.scalar(
-            "SELECT count(*) FROM quire.delivery_log"
-            " WHERE outcome = 'sent'") == str(len(MEMBERS)), timeout=60)
-        self.assertEqual(db.scalar("SELECT count(*) FROM quire.delivery"),
-                         "0")
+        self.wait_all_sent(db, self.sink)
         self.assertEqual(self.copies_by_message(), collections.Counter({
             (message_id(1), r): 1 for r in MEMBERS}))
         log = self.engine.log_text()
@@ -809,13 +795,7 @@ class FailoverTest(StreamTest):
         primary.stop("immediate")
         standby.start()
         standby.promote()
-        wait_for("every copy recorded", lambda: db.scalar(
-            "SELECT count(*) FROM quire.delivery_log"
-            " WHERE outcome = 'sent'") == str(len(MEMBERS)), timeout=60)
-        self.assertEqual(db.scalar("SELECT count(*) FROM quire.delivery"),
-                         "0")
-        self.assertEqual(sorted(e["rcpt"] for e in held.index()),
-                         sorted(MEMBERS))
+        self.wait_all_sent(db, held)
         log = self.engine.log_text()
         self.assertEqual(log.count(" event=delivery_leased "), 1)
         self.assertNotIn("event=delivery_lease_lost", log)
@@ -845,11 +825,7 @@ class FailoverTest(StreamTest):
         standby.start()
         primary.wait_streaming("standby", sync=True)
         self.engine = Engine(db, self.sink.port, "--lease", "2")
-        wait_for("every copy recorded", lambda: db.scalar(
-            "SELECT count(*) FROM quire.delivery_log"
-            " WHERE outcome = 'sent'") == str(len(MEMBERS)), timeout=60)
-        self.assertEqual(sorted(e["rcpt"] for e in self.sink.index()),
-                         sorted(MEMBERS))
+        self.wait_all_sent(db, self.sink)
 
     def test_unconfirmed_commit_is_never_250(self):
         """With the synchronous standby away a COMMIT waits; the engine
