@@ -182,6 +182,8 @@ db_set_error(struct db *db, const char *msg, const PGresult *res)
 	    state ? state : "");
 }
 
+#define DB_UNCONFIRMED	"commit not confirmed by the synchronous standby"
+
 /* A commit the standby did not confirm stands on this server alone, and
  * a failover would undo it: its caller must treat it as a commit whose
  * outcome is unknown, the same as one whose connection broke, and so
@@ -189,8 +191,7 @@ db_set_error(struct db *db, const char *msg, const PGresult *res)
 static void
 db_commit_unconfirmed(struct db *db)
 {
-	db_set_error(db, "commit not confirmed by the synchronous standby",
-	    NULL);
+	db_set_error(db, DB_UNCONFIRMED, NULL);
 	db->unconfirmed = 1;
 }
 
@@ -1055,14 +1056,14 @@ static int
 db_connect_wait(const char *conninfo)
 {
 	PQconninfoOption *opts, *o;
-	int		 wait = 10;
+	int		 wait = 10, given;
 
 	if ((opts = PQconninfoParse(conninfo, NULL)) == NULL)
 		return wait;
 	for (o = opts; o->keyword != NULL; o++)
 		if (strcmp(o->keyword, "connect_timeout") == 0 &&
-		    o->val != NULL && atoi(o->val) > 0)
-			wait = atoi(o->val) < 2 ? 2 : atoi(o->val);
+		    o->val != NULL && (given = atoi(o->val)) > 0)
+			wait = given < 2 ? 2 : given;
 	PQconninfoFree(opts);
 	return wait;
 }
@@ -1082,7 +1083,7 @@ db_async_result_done(struct db *db)
 	else if (!db_result_ok(res))
 		err = PQresultErrorMessage(res);
 	else if (db->sync_warning)
-		err = "commit not confirmed by the synchronous standby";
+		err = DB_UNCONFIRMED;
 	if (err != NULL)
 		db_set_error(db, err, res);
 	db_req_finish(rq, res, err ? db->error : NULL);

@@ -44,7 +44,6 @@ struct intake {
 	struct db	*db[INTAKE_MAX_DB];
 	int		 ndb;
 	unsigned	 next;
-	int		 stopped;	/* every client gone after a stop */
 };
 
 static struct db *
@@ -346,7 +345,6 @@ intake_stopped(void *arg)
 {
 	struct intake	*in = arg;
 
-	in->stopped = 1;
 	event_base_loopbreak(in->base);
 }
 
@@ -359,8 +357,6 @@ intake_stop_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	log_warn("lmtp_stop_cut", "clients=%zu seconds=%d",
 	    lmtp_server_nclients(in->srv), INTAKE_STOP_WAIT);
-	/* Still a stop asked for, not a failure to restart. */
-	in->stopped = 1;
 	event_base_loopbreak(in->base);
 }
 
@@ -421,8 +417,9 @@ intake_main(const struct intake_config *cfg)
 	log_info("lmtp_listening", "host=%s port=%d", cfg->host,
 	    lmtp_server_port(srv));
 	event_base_dispatch(base);
-	if (in.stopped)
-		log_info("lmtp_stopped", "clients=%zu",
-		    lmtp_server_nclients(srv));
-	return in.stopped ? 0 : -1;
+	/* A stop asked for, cut or not, is no failure to restart. */
+	if (!stop_requested)
+		return -1;
+	log_info("lmtp_stopped", "clients=%zu", lmtp_server_nclients(srv));
+	return 0;
 }

@@ -1176,10 +1176,9 @@ struct lmtp_server {
 	size_t		 nclients;
 	unsigned long	 next_id;
 	LIST_HEAD(, lmtp_conn) conns;
-	int		 stopping;
+	struct event	*stopped_ev;	/* set once stopping */
 	void		(*stopped)(void *);	/* the last client gone */
 	void		*stopped_arg;
-	struct event	*stopped_ev;
 };
 
 static void
@@ -1196,7 +1195,7 @@ lmtp_conn_close(struct lmtp_conn *c, const char *reason)
 	event_free(c->resume);
 	bufferevent_free(c->bev);
 	free(c);
-	if (srv->stopping && srv->nclients == 0 && srv->stopped_ev != NULL)
+	if (srv->stopped_ev != NULL && srv->nclients == 0)
 		event_active(srv->stopped_ev, EV_TIMEOUT, 1);
 	/* The last client gone: its messages' buffers go back to the
 	 * system rather than stay at the peak of the busiest hour. */
@@ -1577,12 +1576,11 @@ lmtp_server_stop(struct lmtp_server *srv, void (*stopped)(void *),
 {
 	struct lmtp_conn *c;
 
-	if (srv->stopping)
+	if (srv->stopped_ev != NULL)
 		return 0;
 	srv->stopped_ev = event_new(srv->base, -1, 0, lmtp_stopped_cb, srv);
 	if (srv->stopped_ev == NULL)
 		return -1;
-	srv->stopping = 1;
 	srv->stopped = stopped;
 	srv->stopped_arg = arg;
 	if (srv->lev != NULL) {

@@ -53,8 +53,6 @@
 #include "stop.h"
 #include "verp.h"
 
-
-
 struct out_msg {
 	long long	 post_id;
 	int		 refs;
@@ -726,13 +724,6 @@ out_arm_timer(struct out *o)
 
 static void	out_on_db(evutil_socket_t, short, void *);
 
-/* Blocks the loop until the database is back: the relay's answers to
- * the batches in flight wait unread meanwhile.  Their leases are renewed
- * first thing after the reconnect, before any claim, so that an outage
- * longer than --lease does not hand this worker its own batches to send
- * again; another host's worker back first leaves them alone for 10 s
- * after the server's restart, crash restart or promotion
- * (quire.server_epoch). */
 /* A connection, with retries; NULL once a stop is asked for, unless
  * batches wait to be recorded: then it goes on trying for
  * --smtp-timeout, so that a stop during a database restart does not
@@ -759,6 +750,13 @@ out_connect_db(struct out *o)
 	return NULL;
 }
 
+/* Blocks the loop until the database is back: the relay's answers to
+ * the batches in flight wait unread meanwhile.  Their leases are renewed
+ * first thing after the reconnect, before any claim, so that an outage
+ * longer than --lease does not hand this worker its own batches to send
+ * again; another host's worker back first leaves them alone for 10 s
+ * after the server's restart, crash restart or promotion
+ * (quire.server_epoch). */
 static void
 out_connect(struct out *o)
 {
