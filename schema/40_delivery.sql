@@ -33,32 +33,47 @@ CREATE FUNCTION quire.server_epoch_grace(lease interval,
 LANGUAGE plpgsql AS $$
 DECLARE
 	k	record;
-	e	record;
+	seen	timestamptz;
 BEGIN
 	k := quire.server_epoch_key();
-	SELECT x.seen_at, x.grace_until INTO e FROM quire.server_epoch x
-	 WHERE x.started = k.started AND x.timeline = k.timeline
-	   AND x.stats_reset = k.stats_reset;
-	IF NOT FOUND THEN
+	LOOP
+		SELECT x.seen_at, x.grace_until INTO seen, grace_until
+		  FROM quire.server_epoch x
+		 WHERE (x.started, x.timeline, x.stats_reset) =
+		       (k.started, k.timeline, k.stats_reset);
+		EXIT WHEN FOUND;
+		-- The first claim since: this row, or a concurrent one's.
 		DELETE FROM quire.server_epoch;
 		INSERT INTO quire.server_epoch (started, timeline, stats_reset,
 		    grace_until)
 		VALUES (k.started, k.timeline, k.stats_reset,
 		    now() + least(lease, interval '10 seconds'))
 		ON CONFLICT DO NOTHING;
-		SELECT x.seen_at, x.grace_until INTO e FROM quire.server_epoch x
-		 WHERE x.started = k.started AND x.timeline = k.timeline
-		   AND x.stats_reset = k.stats_reset;
-	END IF;
-	grace_until := coalesce(e.grace_until,
-	    now() + least(lease, interval '10 seconds'));
-	spared_from := coalesce(e.seen_at, now()) - lease;
+	END LOOP;
+	spared_from := seen - lease;
 END
 $$;
 COMMENT ON FUNCTION quire.server_epoch_grace(interval) IS
     'the grace after the server started, crashed or was promoted: until '
     'grace_until (10 s, or the lease if shorter) no lease that ran out at '
     'or after spared_from (one lease before) is taken over';
+-- A leased copy another runner may take: its lease ran out, it is not
+-- one of the caller's batches in flight (keep: a statement of the
+-- caller's that waited longer than the lease must not hand them back to
+-- it), and the grace after a restart does not spare it.  Inlined by the
+-- planner, so the lease_until index still serves.
+CREATE OR REPLACE FUNCTION quire.lease_free(lease_until timestamptz,
+    lease_token uuid, keep uuid[], spared_from timestamptz,
+    grace_until timestamptz)
+RETURNS boolean LANGUAGE sql STABLE AS $$
+	SELECT lease_until < now() AND lease_token <> ALL (keep)
+	   AND (grace_until <= now() OR lease_until < spared_from)
+$$;
+COMMENT ON FUNCTION quire.lease_free(timestamptz, uuid, uuid[],
+    timestamptz, timestamptz) IS
+    'a leased copy another runner may take: run out, not the caller''s '
+    '(keep), not spared by the grace after a restart';
+
 CREATE OR REPLACE FUNCTION quire.delivery_claim(token uuid, lease interval,
     runner text, keep uuid[] DEFAULT '{}')
 RETURNS TABLE (id bigint, post_id bigint, email text, verp boolean,
@@ -73,14 +88,11 @@ BEGIN
 	-- One post a batch: its copies share one message body.  Copies
 	-- whose runner died or lost its database mid-send come first:
 	-- they have waited a whole lease already, and behind a backlog
-	-- that the relay cannot keep up with they would wait on.  `keep'
-	-- is the caller's own batches still in flight: a statement of its
-	-- that waited longer than the lease must not hand them back to it.
+	-- that the relay cannot keep up with they would wait on.
 	g := quire.server_epoch_grace(lease);
 	SELECT d.post_id INTO pid FROM quire.delivery d
-	 WHERE d.state = 'leased' AND d.lease_until < now()
-	   AND (g.grace_until <= now() OR d.lease_until < g.spared_from)
-	   AND d.lease_token <> ALL (keep)
+	 WHERE d.state = 'leased' AND quire.lease_free(d.lease_until,
+	       d.lease_token, keep, g.spared_from, g.grace_until)
 	 ORDER BY d.lease_until LIMIT 1 FOR UPDATE SKIP LOCKED;
 	IF pid IS NULL THEN
 		SELECT d.post_id INTO pid FROM quire.delivery d
@@ -106,20 +118,17 @@ BEGIN
 	alone := NOT EXISTS (SELECT 1 FROM quire.delivery d
 	     WHERE d.post_id = pid AND coalesce(d.last_code, 0) <> 421
 	       AND ((d.state = 'queued' AND d.not_before <= now())
-		 OR (d.state = 'leased' AND d.lease_until < now()
-		     AND (g.grace_until <= now()
-		       OR d.lease_until < g.spared_from)
-		     AND d.lease_token <> ALL (keep))));
+		 OR (d.state = 'leased' AND quire.lease_free(d.lease_until,
+		     d.lease_token, keep, g.spared_from, g.grace_until))));
 	RETURN QUERY
 	WITH batch AS (
 		SELECT d.id FROM quire.delivery d
 		 WHERE d.post_id = pid
 		   AND (coalesce(d.last_code, 0) = 421) = alone
 		   AND ((d.state = 'queued' AND d.not_before <= now())
-		     OR (d.state = 'leased' AND d.lease_until < now()
-			 AND (g.grace_until <= now()
-			   OR d.lease_until < g.spared_from)
-			 AND d.lease_token <> ALL (keep)))
+		     OR (d.state = 'leased' AND quire.lease_free(
+			 d.lease_until, d.lease_token, keep, g.spared_from,
+			 g.grace_until)))
 		 ORDER BY coalesce(d.last_code, 0) >= 400, d.domain, d.id
 		 LIMIT CASE WHEN alone THEN 1 ELSE coalesce(lim, 500) END
 		 FOR UPDATE SKIP LOCKED)
@@ -136,7 +145,7 @@ COMMENT ON FUNCTION quire.delivery_claim(uuid, interval, text, uuid[]) IS
     'ordered by domain, deferred ones last (one alone if the relay '
     'answered it 421), leaving out the caller''s own batches in flight '
     '(keep), and leases that ran out while the server was away until '
-    'their runners have had one lease to come back (server_epoch)';
+    'their runners have had 10 s to come back (server_epoch_grace)';
 
 CREATE OR REPLACE FUNCTION quire.delivery_record(token uuid, ids bigint[],
     codes integer[], replies text[], runner text, retry_base interval,
@@ -216,8 +225,8 @@ BEGIN
 	SELECT '-infinity'::timestamptz, x.grace_until
 	  INTO spared_from, grace_until
 	  FROM quire.server_epoch x, quire.server_epoch_key() k
-	 WHERE x.started = k.started AND x.timeline = k.timeline
-	   AND x.stats_reset = k.stats_reset;
+	 WHERE (x.started, x.timeline, x.stats_reset) =
+	       (k.started, k.timeline, k.stats_reset);
 	SELECT min(CASE WHEN d.lease_until >= spared_from
 			 AND d.lease_until < grace_until
 			THEN grace_until ELSE d.lease_until END)
