@@ -391,23 +391,26 @@ class LmtpHostileTest(EngineTest):
         self.assertEqual(sent, 3 * BIG)
 
         # Big messages from many clients at once: four fit the pool, the
-        # next two are read, dropped and answered 452.
+        # next two are read, dropped and answered 452.  The pool is full
+        # on purpose meanwhile, so the steady client waits: its message
+        # would be dropped too.
         crowd = []
-        for i in range(6):
-            c = Raw(self.engine.lmtp_port)
-            self.assertEqual(c.begin()[2][:4], "354 ")
-            c.send(message("crowd-%d@example.com" % i,
-                           (b"c" * 78 + b"\n") * 11000))
-            self.wait_read([c])
-            crowd.append(c)
-        figures["crowd"] = self.lmtp_mem()
-        self.assertEqual(count(log(), r"event=lmtp_limit .*"
-                               r"limit=buffered"), 2)
-        replies = []
-        for c in crowd:
-            c.send(b".\r\n")
-            replies.append(c.line())
-            c.close()
+        with self.steady.lock:
+            for i in range(6):
+                c = Raw(self.engine.lmtp_port)
+                self.assertEqual(c.begin()[2][:4], "354 ")
+                c.send(message("crowd-%d@example.com" % i,
+                               (b"c" * 78 + b"\n") * 11000))
+                self.wait_read([c])
+                crowd.append(c)
+            figures["crowd"] = self.lmtp_mem()
+            self.assertEqual(count(log(), r"event=lmtp_limit .*"
+                                   r"limit=buffered"), 2)
+            replies = []
+            for c in crowd:
+                c.send(b".\r\n")
+                replies.append(c.line())
+                c.close()
         self.assertEqual([re.sub(r"post \d+$", "post N", r)
                           for r in replies],
                          ["250 2.0.0 Queued as post N"] * 4 +
